@@ -1,0 +1,49 @@
+"""`step-dist <verb>`: thin; each verb's module parses its own arguments and calls the library.
+
+Verbs are imported lazily so `step-dist inspect` does not pay for importing torch, DeepSpeed or Ray Train.
+Each verb module defines ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+VERBS: dict[str, tuple[str, str]] = {
+    "ingest": ("step_dist.signals.commands_ingest", "read raw signal files (local or object storage) into Parquet shards"),
+    "demo-data": ("step_dist.signals.commands_demo_data", "build the offline demo corpus from signals shipped in PyPI packages"),
+    "inspect": ("step_dist.signals.commands_inspect", "summarise a shard set (records, sources, lengths, rates, labels)"),
+    "cache-targets": ("step_dist.teachers.commands", "run the teacher pools once over a shard set and write a target cache"),
+    "pretrain": ("step_dist.train.commands", "distil the STEP student from the teachers (Ray Train + DeepSpeed)"),
+    "evaluate": ("step_dist.evaluate.commands_evaluate", "linear probe / staged fine-tune on labelled tasks, with baselines"),
+    "embed": ("step_dist.evaluate.commands_embed", "write embeddings of a shard set as Parquet"),
+    "sweep": ("step_dist.tune.commands", "Ray Tune sweep over patching and loss weights"),
+    "demo": ("step_dist.demo", "the local default end to end: demo corpus, distillation, evaluation table"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: step-dist <verb> [options]", "", "verbs:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in VERBS.items()]
+    lines += ["", "step-dist <verb> --help for a verb's options"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"step-dist: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    parser = argparse.ArgumentParser(prog=f"step-dist {verb}", description=VERBS[verb][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
