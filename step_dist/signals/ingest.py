@@ -1,0 +1,201 @@
+"""Ingest: raw files (local folders or object storage) -> validated records -> Parquet shards + manifest.
+
+One Ray task per file reads and validates it where it lies (the task downloads remote objects itself), and
+sends back an Arrow table of good rows plus the quarantine entries; the driver applies the labels file and
+streams rows into the ShardWriter in file order, so the same inputs give the same shards. Nothing about a bad
+file stops the run: it is set aside with its reason and the run goes on.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from step_dist import storage
+from step_dist.signals.readers import ReaderError, ReaderOptions, extension, is_sidecar, read_records
+from step_dist.signals.record import RECORD_SCHEMA
+from step_dist.signals.shards import DEFAULT_SHARD_MB, ShardWriter
+from step_dist.signals.validate import Quarantined, ValidationConfig, check
+
+
+@dataclass
+class IngestResult:
+    manifest: dict[str, Any]
+    n_files: int
+    files_failed: int
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_records(self) -> int:
+        return int(self.manifest["n_records"])
+
+
+def read_and_check(uri: str, name: str, opts: ReaderOptions, vcfg: ValidationConfig) -> tuple[pa.Table, list[dict], bool]:
+    """Read one file and validate its records: (good rows, quarantine entries, whole file failed?).
+
+    Records read before a file breaks off (a truncated tail) are kept; the file is still reported."""
+    rows: list[dict] = []
+    bad: list[dict] = []
+    failed = False
+    try:
+        for item in read_records(uri, opts, name=name):
+            if isinstance(item, Quarantined):
+                bad.append(item.to_dict())
+                continue
+            good, entry = check(item, vcfg)
+            if entry:
+                bad.append(entry.to_dict())
+            else:
+                rows.append(good.to_row())
+    except (ReaderError, FileNotFoundError) as e:
+        bad.append(Quarantined(uri=uri, reason=str(e)).to_dict())
+        failed = not rows
+    except Exception as e:  # noqa: BLE001 - format libraries raise anything on corrupt input
+        where = f"after {len(rows) + len(bad)} record(s)" if rows or bad else "at the start"
+        bad.append(Quarantined(
+            uri=uri,
+            reason=f"unreadable {extension(uri)} file, failed {where} ({type(e).__name__}: {e}); "
+                   "it may be truncated or corrupt: re-export it or remove it from the source",
+        ).to_dict())
+        failed = not rows
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), bad, failed
+
+
+def list_sources(srcs: list[str]) -> tuple[list[tuple[str, str, str]], list[Quarantined]]:
+    """[(file uri, name relative to its SRC, source name)] and the SRCs that do not exist.
+
+    Hidden files and names starting with '_' (``_SUCCESS``, ``_manifest.json``) are skipped, as are JSON
+    sidecars of a data file; every other file is read or quarantined."""
+    files, missing = [], []
+    for src in srcs:
+        loc = storage.parse_uri(src)
+        try:
+            found = storage.list_files(loc.uri)
+        except FileNotFoundError as e:
+            missing.append(Quarantined(uri=loc.uri, reason=f"{e}"))
+            continue
+        single = len(found) == 1 and found[0].rstrip("/").endswith(loc.path.rstrip("/"))
+        root = os.path.dirname(loc.path) if single else loc.path
+        siblings = set(found)
+        for uri in found:
+            path = storage.parse_uri(uri).path
+            rel = os.path.relpath(path, root) if loc.scheme == "file" else path[len(root):].lstrip("/")
+            base = os.path.basename(rel)
+            if base.startswith((".", "_")) or is_sidecar(uri, siblings):
+                continue
+            files.append((uri, rel, os.path.basename(loc.path.rstrip("/")) if not single else os.path.splitext(base)[0]))
+    return files, missing
+
+
+def load_labels(uri: str) -> dict[str, str]:
+    """A CSV of ``key,label`` rows; key is a record id or a file name (relative to its SRC, or bare)."""
+    text = storage.read_bytes(uri).decode("utf-8-sig")
+    out: dict[str, str] = {}
+    for i, row in enumerate(csv.reader(io.StringIO(text))):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise ValueError(f"labels file {uri}, line {i + 1}: expected 'id,label' or 'file,label', got {row}")
+        key, label = row[0].strip(), row[1].strip()
+        if i == 0 and key.lower() in ("id", "file", "filename", "path") and label.lower() in ("label", "class", "y"):
+            continue  # header
+        out[key] = label
+    return out
+
+
+def _label_for(row: dict, labels: dict[str, str], used: set[str]) -> str | None:
+    rel = row["id"].split(":", 1)[-1].rsplit("#", 1)[0]
+    for key in (row["id"], rel, os.path.basename(rel)):
+        if key in labels:
+            used.add(key)
+            return labels[key]
+    return None
+
+
+def ensure_ray(num_cpus: int | None = None):
+    """A Ray to run on: the one already initialised, the cluster at RAY_ADDRESS when the user set it, else a
+    new local instance (never whatever cluster happens to run on this machine)."""
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            # a local instance stays on loopback (Ray otherwise binds to the machine's outside address)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def ingest(
+    srcs: list[str],
+    out: str,
+    opts: ReaderOptions,
+    vcfg: ValidationConfig | None = None,
+    labels_uri: str | None = None,
+    shard_mb: float = DEFAULT_SHARD_MB,
+    source_given: bool = True,
+    progress: Callable[[str], None] | None = None,
+    num_cpus: int | None = None,
+) -> IngestResult:
+    """Read every file under ``srcs`` into shards at ``out``. ``source_given=False`` names each SRC's records
+    after its folder (or file) instead of ``opts.source``."""
+    vcfg = vcfg or ValidationConfig()
+    say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    labels = load_labels(labels_uri) if labels_uri else {}
+    files, missing = list_sources(srcs)
+    writer = ShardWriter(out, shard_mb=shard_mb, extra={"ingest": {"sources": [storage.parse_uri(s).uri for s in srcs], "nan_policy": vcfg.nan_policy}})
+    for q in missing:
+        writer.quarantine(q)
+    ray = ensure_ray(num_cpus)
+    task = ray.remote(num_cpus=1, max_retries=1)(read_and_check)
+    window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)  # bound the rows waiting in memory
+    pending: list[tuple[str, Any]] = []
+    used: set[str] = set()
+    failed = 0
+    every = max(1, len(files) // 20)
+    say(f"ingest: {len(files)} file(s) from {len(srcs)} source(s) -> {storage.parse_uri(out).uri}")
+
+    def drain_one(done: int) -> None:
+        nonlocal failed
+        uri, ref = pending.pop(0)
+        try:
+            table, bad, file_failed = ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a worker died on this file (a crash inside a C library)
+            table, bad, file_failed = None, [Quarantined(uri=uri, reason=f"reader crashed ({type(e).__name__}); the file is likely corrupt").to_dict()], True
+        failed += int(file_failed)
+        for entry in bad:
+            writer.quarantine(entry)
+        for row in table.to_pylist() if table is not None else []:
+            if labels:
+                lab = _label_for(row, labels, used)
+                if lab is not None:
+                    row["label"] = lab
+            writer.add(row)
+        if done % every == 0 or done == len(files):
+            n_ok = sum(s.records for s in writer.sources.values())
+            say(f"ingest: {done}/{len(files)} files, {n_ok} records written, {len(writer.quarantined)} quarantined")
+
+    done = 0
+    for uri, rel, src_name in files:
+        file_opts = opts if source_given else replace(opts, source=src_name)
+        pending.append((uri, task.remote(uri, rel, file_opts, vcfg)))
+        if len(pending) >= window:
+            done += 1
+            drain_one(done)
+    while pending:
+        done += 1
+        drain_one(done)
+    for key in sorted(set(labels) - used):
+        writer.quarantine(Quarantined(
+            uri=storage.parse_uri(labels_uri).uri,
+            reason=f"labels file names {key!r}, which matches no record id or file; fix the key or drop the line",
+        ))
+    manifest = writer.close()
+    return IngestResult(manifest=manifest, n_files=len(files), files_failed=failed + len(missing), quarantined=writer.quarantined)
+
