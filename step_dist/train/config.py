@@ -1,0 +1,139 @@
+"""The pretraining recipe: one dataclass per component, composed, loaded from YAML + overrides.
+
+Impossible combinations fail in `check()` on the driver, before any Ray worker starts, naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from step_dist.config import ConfigError
+from step_dist.data.views import ViewConfig
+
+
+@dataclass
+class PoolConfig:
+    """A fixed-size actor pool for one teacher (fixed: GPU pools that grow and shrink starve each other)."""
+
+    size: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    batch_size: int = 16
+    label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "teacher"}
+    resources: dict[str, float] = field(default_factory=dict)  # e.g. {"teacher_gpu": 1}
+
+
+@dataclass
+class TeacherEntry:
+    name: str = ""
+    model: dict[str, Any] = field(default_factory=dict)  # step_dist.teachers.TeacherConfig fields (kind, checkpoint, ...)
+    weight: float = 1.0
+    loss: str = "cosine"
+    align: str = "resample"  # resample | forced
+    hidden: int = 0
+    target_norm: str = "layer"
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # URI of a shard set (folder with _manifest.json) from `step-dist ingest` / `demo-data`
+    view: ViewConfig = field(default_factory=ViewConfig)
+    batch_size: int = 8  # micro-batch per worker
+    bucket_rows: int = 64  # rows sorted by length together before micro-batches are cut (length buckets)
+    validation: dict[str, Any] = field(default_factory=dict)  # step_dist.signals.validate.ValidationConfig fields
+
+
+@dataclass
+class TargetsConfig:
+    mode: str = "online"  # online: teacher actor pools stream targets | cache: read a target cache
+    cache: str = ""  # URI of the target cache (mode=cache)
+    build_if_missing: bool = True  # mode=cache: run cache-targets first when the cache is absent
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "trainer"}
+    zero_stage: int = 2
+    offload_optimizer: bool = False  # ZeRO-Offload of optimizer state to CPU (stage >= 1)
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | fp32 | bf16
+    grad_accum: int = 1
+    global_batch_size: int = 0  # 0: batch_size x grad_accum x num_workers; else must equal it
+    max_steps: int = 100
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    max_failures: int = 0  # Ray Train restarts from the last checkpoint this many times
+    penalty_weight: float = 1.0
+    deterministic: bool = False  # torch deterministic algorithms (exact repeatability; slower on GPU)
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "step-dist-run"
+    storage: str = "runs"  # where checkpoints, metrics and plots go: a local path or s3:// / gs:// URI
+    data: DataConfig = field(default_factory=DataConfig)
+    student: dict[str, Any] = field(default_factory=lambda: {"size": "tiny"})  # size + StudentConfig overrides
+    teachers: list[TeacherEntry] = field(default_factory=list)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracker: str = "tensorboard"  # tensorboard | mlflow | none (metrics.jsonl is always written)
+
+    def check(self) -> None:
+        """Reject impossible recipes before any worker starts."""
+        t = self.train
+        if not self.data.train:
+            raise ConfigError("data.train: give the URI of a shard set (see `step-dist ingest` / `step-dist demo-data`)")
+        if not self.teachers:
+            raise ConfigError("teachers: at least one teacher is needed to distil from")
+        names = [x.name for x in self.teachers]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"teachers[*].name: every teacher needs a unique name, got {names}")
+        if t.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"train.zero_stage: must be 0, 1, 2 or 3, got {t.zero_stage}")
+        if t.offload_optimizer and t.zero_stage == 0:
+            raise ConfigError("train.offload_optimizer: needs train.zero_stage >= 1")
+        if t.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision: auto, fp32 or bf16, got {t.precision!r}")
+        if t.precision == "bf16" and not t.use_gpu:
+            raise ConfigError("train.precision=bf16 needs train.use_gpu=true (CPU training runs in fp32)")
+        for key, v in (("train.num_workers", t.num_workers), ("data.batch_size", self.data.batch_size),
+                       ("train.grad_accum", t.grad_accum), ("train.max_steps", t.max_steps),
+                       ("train.checkpoint_every", t.checkpoint_every), ("train.log_every", t.log_every)):
+            if v < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {v}")
+        derived = self.data.batch_size * t.grad_accum * t.num_workers
+        if t.global_batch_size and t.global_batch_size != derived:
+            raise ConfigError(
+                f"train.global_batch_size={t.global_batch_size} does not divide into data.batch_size "
+                f"({self.data.batch_size}) x train.grad_accum ({t.grad_accum}) x train.num_workers ({t.num_workers}) "
+                f"= {derived}: change one of them"
+            )
+        if self.data.bucket_rows < self.data.batch_size:
+            raise ConfigError("data.bucket_rows: must be >= data.batch_size")
+        if self.targets.mode not in ("online", "cache"):
+            raise ConfigError(f"targets.mode: online or cache, got {self.targets.mode!r}")
+        if self.targets.mode == "cache" and not self.targets.cache:
+            raise ConfigError("targets.cache: give a URI for the target cache when targets.mode=cache")
+        if self.tracker not in ("tensorboard", "mlflow", "none"):
+            raise ConfigError(f"tracker: tensorboard, mlflow or none, got {self.tracker!r}")
+        for i, te in enumerate(self.teachers):
+            if te.pool.size < 1:
+                raise ConfigError(f"teachers[{i}].pool.size: must be >= 1")
+            if te.align not in ("resample", "forced"):
+                raise ConfigError(f"teachers[{i}].align: resample or forced, got {te.align!r}")

@@ -1,0 +1,258 @@
+"""The per-worker training loop (runs inside each Ray Train worker), top to bottom:
+
+    build student + heads -> DeepSpeed engine -> restore checkpoint -> for each step:
+        next micro-batch (ranks agree it exists) -> forward -> finite guard -> backward/step -> metrics
+        -> every N steps: checkpoint (DeepSpeed state + data position + RNG + plain export) to Ray storage
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def deepspeed_config(cfg, bf16: bool) -> dict[str, Any]:
+    t = cfg.train
+    zero: dict[str, Any] = {"stage": t.zero_stage}
+    if t.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": t.grad_clip if hasattr(t, "grad_clip") else cfg.optim.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        # a torch.optim optimizer is passed in (DeepSpeed's own "AdamW" would JIT-compile C++ ops on CPU)
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """True only if every rank says True (a tiny all-reduce: ranks must run the same number of steps)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def _mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / dist.get_world_size()).tolist()
+
+
+def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
+    import deepspeed  # imported inside the worker (ray#50406)
+    import ray.train
+
+    from step_dist import storage
+    from step_dist.config import from_dict
+    from step_dist.data.batches import bucketed_micro_batches, collate
+    from step_dist.distill.module import DistillationModule, HeadConfig
+    from step_dist.model import STEPEncoder, StudentConfig
+    from step_dist.train.checkpoint import (
+        TrainerState, read_trainer_state, restore_rng, write_worker_files,
+    )
+    from step_dist.train.config import PretrainConfig
+    from step_dist.train.metrics import Tracker, progress_line
+    from step_dist.train.schedule import lr_factor
+
+    cfg: PretrainConfig = from_dict(PretrainConfig, loop_cfg["config"])
+    heads = [HeadConfig(**h) for h in loop_cfg["heads"]]
+    run_dir: str = loop_cfg["run_dir"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    use_cuda = cfg.train.use_gpu and torch.cuda.is_available()
+    device = torch.device("cuda", ctx.get_local_rank()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    bf16 = use_cuda and cfg.train.precision in ("auto", "bf16")
+    t_cfg, o_cfg = cfg.train, cfg.optim
+
+    # the same seed on every rank: identical initial weights without a broadcast
+    seed_everything(t_cfg.seed)
+    if t_cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    student_kwargs = dict(cfg.student)
+    size = student_kwargs.pop("size", "tiny")
+    student = STEPEncoder(StudentConfig.named(size, **student_kwargs))
+    module = DistillationModule(student, heads, penalty_weight=t_cfg.penalty_weight)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=o_cfg.lr, betas=tuple(o_cfg.betas), weight_decay=o_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, o_cfg.warmup_steps, t_cfg.max_steps, o_cfg.min_lr_ratio)
+    )
+    ds_cfg = deepspeed_config(cfg, bf16)
+    ds_cfg["gradient_clipping"] = o_cfg.grad_clip
+    engine, _, _, _ = deepspeed.initialize(
+        model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg, dist_init_required=False
+    )
+    param_dtype = torch.bfloat16 if bf16 else torch.float32
+
+    # resume: DeepSpeed state right after initialize (ZeRO-3 needs exactly that), then position and RNG
+    state = TrainerState()
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = read_trainer_state(d)
+            from step_dist.train.safety import check_checkpoint_files
+
+            check_checkpoint_files(os.path.join(d, "deepspeed"))
+            engine.load_checkpoint(os.path.join(d, "deepspeed"), tag=state.tag)
+            restore_rng(d, rank)
+        if rank == 0:
+            print(f"[step-dist] resumed from {state.tag}: epoch {state.epoch}, {state.micro_in_epoch} micro-batches into it", flush=True)
+
+    remote = storage.parse_uri(run_dir).is_remote
+    local_out = tempfile.mkdtemp(prefix="step-dist-metrics-") if remote else storage.parse_uri(run_dir).path
+    tracker = Tracker(local_out, kind=cfg.tracker, run_name=cfg.name, enabled=(rank == 0))
+
+    def sync_outputs() -> None:
+        if rank == 0 and remote:
+            tracker.flush()
+            storage.upload_dir(local_out, run_dir)
+
+    def save_checkpoint(metrics: dict[str, float]) -> None:
+        folder = tempfile.mkdtemp(prefix="step-dist-ckpt-")
+        try:
+            engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag=state.tag)
+            write_worker_files(folder, state, rank)
+            _export_student(engine.module.student, folder, rank, t_cfg.zero_stage)
+            sync_outputs()
+            ray.train.report(
+                {**metrics, "step": state.step, "epoch": state.epoch},
+                checkpoint=ray.train.Checkpoint.from_directory(folder),
+                checkpoint_dir_name=f"checkpoint_{state.tag}",
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    shard = ray.train.get_dataset_shard("train")
+    teacher_names = [h.name for h in heads]
+    last_metrics: dict[str, float] = {}
+    engine.train()
+    while state.step < t_cfg.max_steps:
+        chunks = shard.iter_batches(batch_size=cfg.data.bucket_rows, batch_format="numpy", prefetch_batches=2)
+        micro = bucketed_micro_batches(chunks, cfg.data.batch_size)
+        for _ in range(state.micro_in_epoch):  # resume mid-epoch: the pipeline order is deterministic
+            next(micro, None)
+        epoch_steps = 0
+        window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
+        while state.step < t_cfg.max_steps:
+            t_wait = time.perf_counter()
+            rows = next(micro, None)
+            window["wait"] += time.perf_counter() - t_wait
+            if not _agree(rows is not None, device):
+                break
+            batch = collate(rows, teacher_names).to(device)
+            batch.values = batch.values.to(param_dtype)
+            terms = engine(batch)
+            loss = terms["loss"]
+            state.micro_in_epoch += 1
+            if not _agree(bool(torch.isfinite(loss).item()), device):
+                # every rank skips together (a lone skip would desynchronise the gradient all-reduce)
+                state.skipped_steps += 1
+                if rank == 0:
+                    print(f"[step-dist] non-finite loss at step {state.step}: micro-step skipped ({state.skipped_steps} so far)", flush=True)
+                continue
+            engine.backward(loss)
+            boundary = engine.is_gradient_accumulation_boundary()
+            engine.step()
+            window["samples"] += len(rows)
+            window["tokens"] += int(sum(float(v) for k, v in terms.items() if k.startswith("tokens/")))
+            if not boundary:
+                continue
+            state.step += 1
+            epoch_steps += 1
+            state.samples_seen += len(rows) * world * t_cfg.grad_accum
+            grad_norm = engine.get_global_grad_norm()
+            grad_norm = float(grad_norm) if grad_norm is not None else _local_grad_norm(engine.module)
+            if not math.isfinite(grad_norm):
+                state.skipped_steps += 1  # bf16 overflow: DeepSpeed skipped the update (DeepSpeed#8415)
+            keys = sorted(k for k in terms if k.startswith("loss") or k == "penalty")
+            means = _mean_across_ranks([float(terms[k].detach()) for k in keys], device)
+            elapsed = time.perf_counter() - window["t0"]
+            totals = _sum_across_ranks([window["samples"], window["tokens"]], device)
+            m = dict(zip(keys, means))
+            m.update(
+                grad_norm=grad_norm,
+                lr=float(engine.get_lr()[0]),
+                samples_per_s=totals[0] / max(elapsed, 1e-9),
+                tokens_per_s=totals[1] / max(elapsed, 1e-9),
+                data_wait_frac=window["wait"] / max(elapsed, 1e-9),
+                skipped_steps=float(state.skipped_steps),
+                epoch=float(state.epoch),
+            )
+            tracker.log(state.step, m)
+            last_metrics = m
+            if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
+                print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
+            window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
+            if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.max_steps:
+                save_checkpoint(m)
+        if state.step >= t_cfg.max_steps:
+            break
+        if epoch_steps == 0:
+            raise RuntimeError(
+                "the training data produced no batch in a whole epoch: every record may have been quarantined "
+                f"(see {run_dir}/quarantine) or there are fewer views than data.batch_size x train.num_workers"
+            )
+        state.epoch += 1
+        state.micro_in_epoch = 0
+    if state.step % t_cfg.checkpoint_every != 0 and state.step != t_cfg.max_steps:
+        save_checkpoint(last_metrics)
+    tracker.close()
+    sync_outputs()
+
+
+def _local_grad_norm(module: torch.nn.Module) -> float:
+    sq = 0.0
+    for p in module.parameters():
+        if p.grad is not None:
+            sq += float(p.grad.detach().float().pow(2).sum())
+    return math.sqrt(sq)
+
+
+def _export_student(student: torch.nn.Module, folder: str, rank: int, zero_stage: int) -> None:
+    """Rank 0 writes a plain float32 export; under ZeRO-3 all ranks first gather the partitioned weights."""
+    import contextlib
+
+    gather = contextlib.nullcontext()
+    if zero_stage == 3:
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None)
+    with gather:
+        if rank == 0:
+            from step_dist.model import STEPEncoder
+
+            clean = STEPEncoder(student.config)
+            clean.load_state_dict({k: v.detach().float().cpu() for k, v in student.state_dict().items()})
+            clean.save_pretrained(os.path.join(folder, "export"))

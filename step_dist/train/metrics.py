@@ -1,0 +1,92 @@
+"""Per-step metrics on rank 0: metrics.jsonl (always), TensorBoard or MLflow, a progress line, a loss plot."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+
+class Tracker:
+    def __init__(self, local_dir: str, kind: str = "tensorboard", run_name: str = "", enabled: bool = True):
+        self.enabled = enabled
+        self.local_dir = local_dir
+        self._tb = None
+        self._mlflow = None
+        if not enabled:
+            return
+        os.makedirs(local_dir, exist_ok=True)
+        self._jsonl = open(os.path.join(local_dir, "metrics.jsonl"), "a", buffering=1)
+        if kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(local_dir, "tensorboard"))
+        elif kind == "mlflow":
+            try:
+                import mlflow
+            except ImportError as e:
+                raise RuntimeError("tracker: mlflow needs the mlflow extra: pip install 'step-dist[mlflow]'") from e
+            mlflow.start_run(run_name=run_name)
+            self._mlflow = mlflow
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, v, step)
+        if self._mlflow is not None:
+            self._mlflow.log_metrics({k.replace("/", "_"): v for k, v in metrics.items()}, step=step)
+
+    def flush(self) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._mlflow is not None:
+            self._mlflow.end_run()
+
+
+def progress_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
+    per_teacher = " ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(m.items()) if k.startswith("loss/"))
+    return (
+        f"step {step}/{max_steps} | loss {m['loss']:.4f} ({per_teacher}) | penalty {m['penalty']:.4f} "
+        f"| grad_norm {m.get('grad_norm', float('nan')):.3f} | lr {m['lr']:.2e} | {m['samples_per_s']:.1f} samples/s "
+        f"| {m['tokens_per_s']:.0f} tokens/s | data wait {100 * m['data_wait_frac']:.0f}%"
+    )
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss_curve(metrics_jsonl: str, out_png: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_jsonl)
+    # a resumed run re-logs nothing twice, but keep the last value per step to be safe
+    by_step = {r["step"]: r for r in rows}
+    steps = sorted(by_step)
+    keys = ["loss"] + sorted({k for r in rows for k in r if k.startswith("loss/")})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        ax.plot(steps, [by_step[s].get(k, float("nan")) for s in steps], label=k, lw=2 if k == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("distillation loss")
+    ax.set_title("step-dist pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png

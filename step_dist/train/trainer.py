@@ -1,0 +1,193 @@
+"""The driver side of pretraining: check the recipe, build the data pipeline, run Ray Train, collect outputs.
+
+Nothing here knows whether it runs on a laptop (in-process Ray, local folders, CPU, gloo) or on a GPU cluster
+under `ray job submit` (S3 storage, GPU nodes, NCCL): that is all in the recipe.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from step_dist import storage
+from step_dist.config import ConfigError, dump_yaml, from_dict, to_dict
+from step_dist.train.config import PretrainConfig
+
+
+@dataclass
+class PretrainResult:
+    run_uri: str  # {storage}/{name}
+    outputs_uri: str  # metrics, plots, resolved config, quarantine
+    checkpoint_uri: str | None  # the last checkpoint
+    export_uri: str | None  # the student alone: STEPEncoder.from_pretrained(export_uri)
+    metrics: dict[str, Any]
+    wall_s: float
+    quarantined: int
+
+
+def _teacher_configs(cfg: PretrainConfig):
+    from step_dist.teachers import TeacherConfig
+
+    out = []
+    for i, te in enumerate(cfg.teachers):
+        out.append(from_dict(TeacherConfig, {"name": te.name, **te.model}, where=f"teachers[{i}].model."))
+    return out
+
+
+def _teacher_dims(cfg: PretrainConfig) -> dict[str, int]:
+    """Each teacher's token width, asked of the teacher itself in a Ray task (not in the driver's memory)."""
+    import ray
+
+    from step_dist.teachers import build_teacher
+
+    @ray.remote(num_cpus=1)
+    def dim_of(tcfg) -> int:
+        return int(build_teacher(tcfg).dim)
+
+    tcfgs = _teacher_configs(cfg)
+    return dict(zip([t.name for t in cfg.teachers], ray.get([dim_of.remote(t) for t in tcfgs])))
+
+
+def _check_storage_writable(outputs_uri: str) -> None:
+    probe = outputs_uri.rstrip("/") + "/.write-test"
+    try:
+        storage.write_bytes(probe, b"ok")
+    except Exception as e:  # noqa: BLE001
+        raise storage.StorageError(
+            f"cannot write to the run's storage {outputs_uri} ({type(e).__name__}: {e}): fix `storage` in the recipe "
+            "or the credentials in the environment"
+        ) from e
+
+
+def _check_data(cfg: PretrainConfig) -> int:
+    """Records available for training (from the shard set's manifest); fails clearly when there are none."""
+    uri = cfg.data.train
+    try:
+        manifest = json.loads(storage.read_bytes(uri.rstrip("/") + "/_manifest.json"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"data.train={uri}: no _manifest.json there. Point it at a shard set written by `step-dist ingest` "
+            "or `step-dist demo-data`"
+        ) from None
+    n = int(manifest.get("records", manifest.get("n_records", 0)))
+    if n == 0:
+        q = manifest.get("quarantined", [])
+        raise ConfigError(
+            f"data.train={uri} holds no usable records ({len(q) if isinstance(q, list) else q} quarantined at ingest): "
+            "nothing to train on"
+        )
+    return n
+
+
+def pretrain(cfg: PretrainConfig, verbose: bool = True) -> PretrainResult:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig as RayDataConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from step_dist.data.pipeline import attach_targets, build_view_dataset, read_quarantine
+    from step_dist.distill.module import HeadConfig
+    from step_dist.train.loop import train_loop_per_worker
+    from step_dist.train.metrics import plot_loss_curve
+
+    t0 = time.time()
+    cfg.check()
+    _teacher_configs(cfg)  # unknown teacher keys fail here, before anything starts
+    run_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
+    outputs_uri = storage.parse_uri(run_uri).join("outputs").uri
+    storage.makedirs(outputs_uri)
+    _check_storage_writable(outputs_uri)
+    n_records = _check_data(cfg)
+    storage.write_bytes(outputs_uri + "/config.yaml", dump_yaml(cfg).encode())
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+
+    if cfg.targets.mode == "cache" and cfg.targets.build_if_missing:
+        from step_dist.teachers.cache import ensure_cache
+
+        ensure_cache(cfg)
+
+    dims = _teacher_dims(cfg)
+    heads = [
+        HeadConfig(name=te.name, dim=dims[te.name], weight=te.weight, loss=te.loss, align=te.align,
+                   hidden=te.hidden, target_norm=te.target_norm)
+        for te in cfg.teachers
+    ]
+    quarantine_uri = outputs_uri + "/quarantine"
+    ds = attach_targets(build_view_dataset(cfg.data, quarantine_uri), cfg)
+
+    from ray.data import ExecutionOptions
+
+    exec_opts = ExecutionOptions(preserve_order=True)  # resume skips a deterministic prefix of each epoch
+    fs, path = storage.arrow_filesystem(cfg.storage)
+    t = cfg.train
+    scaling = ScalingConfig(
+        num_workers=t.num_workers,
+        use_gpu=t.use_gpu,
+        resources_per_worker=dict(t.resources_per_worker) or None,
+        label_selector=dict(t.label_selector) or None,
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri},
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+        ),
+        datasets={"train": ds},
+        dataset_config=RayDataConfig(datasets_to_split=["train"], execution_options=exec_opts),
+    )
+    if verbose:
+        print(f"[step-dist] pretraining {cfg.name}: {n_records} records, {len(heads)} teacher(s) "
+              f"({', '.join(h.name for h in heads)}), {t.num_workers} worker(s), ZeRO-{t.zero_stage}, "
+              f"{t.max_steps} steps -> {run_uri}", flush=True)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+
+    ckpt_uri = export_uri = None
+    if result.checkpoint is not None:
+        ckpt_uri = _uri_of(cfg.storage, result.checkpoint.path)
+        export_uri = ckpt_uri.rstrip("/") + "/export"
+    quarantined = read_quarantine(quarantine_uri)
+    _finish_outputs(outputs_uri, plot_loss_curve)
+    summary = {
+        "run": run_uri, "outputs": outputs_uri, "checkpoint": ckpt_uri, "export": export_uri,
+        "metrics": dict(result.metrics or {}), "wall_s": time.time() - t0, "quarantined": len(quarantined),
+    }
+    storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return PretrainResult(run_uri, outputs_uri, ckpt_uri, export_uri, dict(result.metrics or {}), summary["wall_s"], len(quarantined))
+
+
+def _uri_of(storage_root: str, path_in_fs: str) -> str:
+    loc = storage.parse_uri(storage_root)
+    return path_in_fs if loc.scheme == "file" else f"{loc.scheme}://{path_in_fs}"
+
+
+def _finish_outputs(outputs_uri: str, plot_loss_curve) -> None:
+    """The loss-curve PNG from the metrics rank 0 wrote."""
+    try:
+        data = storage.read_bytes(outputs_uri + "/metrics.jsonl")
+    except FileNotFoundError:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "metrics.jsonl")
+        with open(src, "wb") as f:
+            f.write(data)
+        png = plot_loss_curve(src, os.path.join(tmp, "loss_curve.png"))
+        with open(png, "rb") as f:
+            storage.write_bytes(outputs_uri + "/loss_curve.png", f.read())
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> PretrainConfig:
+    from step_dist.config import load
+
+    return load(PretrainConfig, path, overrides)
