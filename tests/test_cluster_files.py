@@ -174,6 +174,11 @@ def test_when_kuberay_manifests_are_parsed_then_they_are_rayv1_with_autoscaling_
         spec = ct.kuberay_cluster_spec(docs[0])
         assert spec["enableInTreeAutoscaling"] is True, name
         assert spec["authOptions"] == {"mode": "token"}, name
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            # Ray's KubeRay autoscaler ignores labels in rayStartParams (it reads the group's own `labels`),
+            # so a label there would place work the autoscaler cannot scale for.
+            assert "labels" not in group.get("rayStartParams", {}), name
+            assert ct.ROLE_LABEL in group.get("labels", {}), name
         for group in spec["workerGroupSpecs"]:
             assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"], group["groupName"]
 
