@@ -72,7 +72,7 @@ def read_records(uri: str, opts: ReaderOptions, name: str | None = None) -> Iter
     loc = storage.parse_uri(uri)
     name = name or os.path.basename(loc.path)
     fn = reader_for(loc.uri)
-    with local_path(loc.uri) as path:
+    with local_path(loc.uri, sidecar=fn in (read_npy, read_npz)) as path:
         call = functools.partial(fn, path, opts) if fn in (read_audio, read_edf, read_seismic) else functools.partial(fn, path, opts, uri=loc.uri)
         for index, piece in enumerate(call()):
             rid = record_id(opts.source, name, index)

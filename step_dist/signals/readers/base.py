@@ -85,9 +85,9 @@ def split_from_stack(arr: np.ndarray, uri: str) -> list[np.ndarray]:
 
 
 @contextlib.contextmanager
-def local_path(uri: str) -> Iterator[str]:
+def local_path(uri: str, sidecar: bool = False) -> Iterator[str]:
     """A real local path for ``uri``: the file itself when local, else a temporary download removed afterwards
-    (most format libraries want a path, not a stream)."""
+    (most format libraries want a path, not a stream). ``sidecar``: also fetch ``<file>.json`` when it exists."""
     loc = storage.parse_uri(uri)
     if loc.scheme == "file":
         if not os.path.isfile(loc.path):
@@ -101,6 +101,8 @@ def local_path(uri: str) -> Iterator[str]:
         if not storage.with_retries(lambda: fs.exists(path), f"checking {loc.uri}"):
             raise FileNotFoundError(f"{loc.uri} does not exist: check the bucket and key")
         storage.with_retries(lambda: fs.get_file(path, dest), f"downloading {loc.uri}")
+        if sidecar and storage.with_retries(lambda: fs.exists(path + ".json"), f"checking {loc.uri}.json"):
+            storage.with_retries(lambda: fs.get_file(path + ".json", dest + ".json"), f"downloading {loc.uri}.json")
         yield dest
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
