@@ -104,7 +104,8 @@ def prepare_values(values: np.ndarray, channel_names: list[str], cfg: TaskConfig
         if missing:
             return None, f"missing channel(s) {missing} (record has {channel_names})"
         values = values[[index[c] for c in cfg.channels]]
-    return np.ascontiguousarray(values[:, : cfg.max_length], dtype=np.float32), ""
+    # a copy: values decoded from Parquet are read-only views of the shard's buffer
+    return np.array(values[:, : cfg.max_length], dtype=np.float32, order="C"), ""
 
 
 def load_task(spec: TaskConfig | str) -> Task:
