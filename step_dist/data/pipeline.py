@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from step_dist.data.views import ViewConfig, views_of
+from step_dist.data.views import ViewConfig
 
-VIEW_COLUMNS = ["id", "view_id", "source", "domain", "sampling_rate_hz", "n_channels", "length", "values", "label", "split"]
 
 
 class QuarantineSink:
@@ -47,50 +46,32 @@ def read_quarantine(uri: str) -> list[dict[str, Any]]:
     return out
 
 
-def _row(batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-    return {k: v[i] for k, v in batch.items()}
+def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quarantine_uri: str | None = None):
+    """Ray Data batch UDF (pyarrow): validate each record (the ingest rules), then one row per deterministic view.
 
-
-def expand_views(batch: dict[str, np.ndarray], view: dict[str, Any], validation: dict[str, Any],
-                 quarantine_uri: str | None = None) -> dict[str, list]:
-    """Ray Data batch UDF: validate each record, then emit one row per view with the cropped values.
-
-    Invalid records are written to the quarantine sink with their reason and emit no rows."""
-    from step_dist.signals.record import SignalRecord
+    Invalid records are written to the quarantine sink with their reason and emit no rows; the views of the
+    good ones come from the same function the target cache uses, so view ids always agree."""
     from step_dist.signals.validate import ValidationConfig, validate_record
+    from step_dist.teachers.stage import expand_views as views_of_rows
 
     vcfg = ViewConfig(**view)
     val_cfg = ValidationConfig(**validation)
-    out: dict[str, list] = {k: [] for k in VIEW_COLUMNS}
+    keep: list[int] = []
     bad: list[dict[str, Any]] = []
-    n = len(batch["id"])
-    for i in range(n):
-        row = _row(batch, i)
+    for i, row in enumerate(batch.to_pylist()):
         try:
-            rec = SignalRecord.from_row(row)
-            reason = validate_record(rec, val_cfg)
+            reason = validate_record(row, val_cfg)
         except Exception as e:  # noqa: BLE001 - a record that cannot even be decoded is quarantined too
-            rec, reason = None, f"undecodable record: {type(e).__name__}: {e}"
-        if reason is None and rec.length < vcfg.min_length:
-            reason = f"too short for any view: {rec.length} samples < data.view.min_length={vcfg.min_length}"
+            reason = f"undecodable record: {type(e).__name__}: {e}"
+        if reason is None and int(row["length"]) < vcfg.min_length:
+            reason = f"too short for any view: {int(row['length'])} samples < data.view.min_length={vcfg.min_length}"
         if reason is not None:
             bad.append({"id": str(row.get("id")), "uri": str(row.get("uri")), "index": int(row.get("index", -1)),
                         "reason": reason, "stage": "pipeline"})
-            continue
-        for v in views_of(rec.id, rec.length, vcfg):
-            vals = np.ascontiguousarray(rec.values[:, v.start : v.stop], dtype="<f4")
-            out["id"].append(rec.id)
-            out["view_id"].append(v.view_id)
-            out["source"].append(rec.source)
-            out["domain"].append(rec.domain)
-            out["sampling_rate_hz"].append(float(rec.sampling_rate_hz))
-            out["n_channels"].append(int(vals.shape[0]))
-            out["length"].append(int(vals.shape[1]))
-            out["values"].append(vals.tobytes())
-            out["label"].append(rec.label)
-            out["split"].append(rec.split)
+        else:
+            keep.append(i)
     QuarantineSink(quarantine_uri).write(bad)
-    return out
+    return views_of_rows(batch.take(keep), vcfg)
 
 
 def read_shards(uri: str):
@@ -114,35 +95,26 @@ def build_view_dataset(data_cfg, quarantine_uri: str | None):
     return ds.map_batches(
         expand_views,
         fn_kwargs={"view": asdict(data_cfg.view), "validation": dict(data_cfg.validation), "quarantine_uri": quarantine_uri},
-        batch_format="numpy",
+        batch_format="pyarrow",
         batch_size=16,
     )
 
 
 def attach_targets(ds, cfg):
-    """views -> views + teacher targets, online (actor pools) or from the cache."""
-    from step_dist.teachers import TeacherConfig
+    """views -> views + teacher targets: online (one fixed-size actor pool per teacher) or from the cache."""
     from step_dist.config import from_dict
+    from step_dist.teachers import TeacherConfig
 
-    teachers = [(te, from_dict(TeacherConfig, {"name": te.name, **te.model}, where=f"teachers.{te.name}.model.")) for te in cfg.teachers]
+    teachers = [
+        (te, from_dict(TeacherConfig, {"name": te.name, **te.model}, where=f"teachers.{te.name}.model."))
+        for te in cfg.teachers
+    ]
     if cfg.targets.mode == "cache":
-        from step_dist.teachers import CachedTargetsUDF
+        from step_dist.teachers.cache import cached_stage
 
-        return ds.map_batches(
-            CachedTargetsUDF,
-            fn_constructor_kwargs={"cache_uri": cfg.targets.cache, "teachers": [t for _, t in teachers]},
-            compute=_pool(1),
-            batch_size=64,
-            batch_format="numpy",
-        )
+        return cached_stage(ds, cfg.targets.cache, [t for _, t in teachers])
     from step_dist.teachers.stage import teacher_stage
 
     for te, tcfg in teachers:
         ds = teacher_stage(ds, tcfg, te.pool)
     return ds
-
-
-def _pool(size: int):
-    import ray
-
-    return ray.data.ActorPoolStrategy(size=size)

@@ -74,8 +74,9 @@ class AdaptivePatching(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(1, config.patch_hidden), nn.GELU(), nn.Linear(config.patch_hidden, 1))
             nn.init.zeros_(self.mlp[2].weight)
             nn.init.zeros_(self.mlp[2].bias)
-            self.skip_scale = nn.Parameter(torch.ones(()))
-            self.skip_bias = nn.Parameter(torch.tensor(-math.log(config.init_tokens)))
+            # shape [1], not a 0-dim scalar: DeepSpeed's parameter broadcast cannot view 0-dim tensors as bytes
+            self.skip_scale = nn.Parameter(torch.ones(1))
+            self.skip_bias = nn.Parameter(torch.full((1,), -math.log(config.init_tokens)))
 
     # -- stride -------------------------------------------------------------------------------------------
     def proposed_stride(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,31 @@ def _teacher_dims(cfg: PretrainConfig) -> dict[str, int]:
     return dict(zip([t.name for t in cfg.teachers], ray.get([dim_of.remote(t) for t in tcfgs])))
 
 
+def ensure_target_cache(cfg: PretrainConfig, verbose: bool = True) -> None:
+    """Build the target cache the recipe points at when a teacher has no complete cache run there yet, so that
+    every later run and every sweep trial reads targets instead of running teachers."""
+    from step_dist.teachers.cache import complete_runs
+    from step_dist.teachers.commands import CacheTargetsConfig, run_cache_targets
+    from step_dist.teachers.registry import fingerprint
+    from step_dist.teachers.stage import as_pool
+
+    tcfgs = _teacher_configs(cfg)
+    have = {t["fingerprint"] for _, m in complete_runs(cfg.targets.cache) for t in m["teachers"]}
+    missing = [t for t in tcfgs if fingerprint(t) not in have]
+    if not missing:
+        return
+    if not cfg.targets.build_if_missing:
+        raise ConfigError(
+            f"targets.cache={cfg.targets.cache} has no complete targets for {[t.name for t in missing]}: run "
+            "`step-dist cache-targets` first or set targets.build_if_missing=true"
+        )
+    if verbose:
+        print(f"[step-dist] building the target cache for {[t.name for t in missing]} at {cfg.targets.cache}", flush=True)
+    pools = {te.name: as_pool(te.pool) for te in cfg.teachers}
+    run_cache_targets(CacheTargetsConfig(input=cfg.data.train, out=cfg.targets.cache, view=cfg.data.view,
+                                         teachers=missing, pools={t.name: pools[t.name] for t in missing}))
+
+
 def _check_storage_writable(outputs_uri: str) -> None:
     probe = outputs_uri.rstrip("/") + "/.write-test"
     try:
@@ -105,10 +130,8 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True) -> PretrainResult:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None)
 
-    if cfg.targets.mode == "cache" and cfg.targets.build_if_missing:
-        from step_dist.teachers.cache import ensure_cache
-
-        ensure_cache(cfg)
+    if cfg.targets.mode == "cache":
+        ensure_target_cache(cfg, verbose)
 
     dims = _teacher_dims(cfg)
     heads = [
