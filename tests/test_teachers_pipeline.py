@@ -10,7 +10,7 @@ import pytest
 from step_dist.data.views import ViewConfig
 from step_dist.signals.record import SignalRecord
 from step_dist.signals.shards import read_dataset, write_records
-from step_dist.teachers import TeacherConfig, TeacherError
+from step_dist.teachers import TeacherConfig, TeacherError, build_teacher
 from step_dist.teachers.cache import CachedTargetsUDF, cached_stage, complete_runs, decode_target
 from step_dist.teachers.commands import CacheTargetsConfig, run_cache_targets
 from step_dist.teachers.stage import PoolConfig, expand_views, map_kwargs, teacher_stage
@@ -117,10 +117,18 @@ def test_when_targets_are_cached_then_a_cached_run_matches_online_without_invoki
 def test_when_a_cache_run_has_no_manifest_or_a_damaged_shard_then_it_is_never_used(ray_local, shard_set, s3_bucket, tmp_path):
     from step_dist import storage
 
+    import yaml
+
+    from step_dist import cli
+
     fc = TeacherConfig(name="fracast", kind="fracast")
     cache_uri = f"{s3_bucket}/targets"
-    man = run_cache_targets(CacheTargetsConfig(input=shard_set, out=cache_uri, view=VIEW, teachers=[fc]))
-    run_uri = f"{cache_uri}/{man['run']}"
+    conf = {"input": shard_set, "out": cache_uri, "view": dataclasses.asdict(VIEW),
+            "teachers": [{"name": "fracast", "kind": "fracast"}], "pools": {"fracast": {"size": 1, "batch_size": 8}}}
+    storage.write_bytes(f"{s3_bucket}/conf/cache.yaml", yaml.safe_dump(conf).encode())
+    assert cli.main(["cache-targets", "--config", f"{s3_bucket}/conf/cache.yaml"]) == 0
+    (run_uri, man), = complete_runs(cache_uri)
+    assert man["rows"] == 12 and man["teachers"][0]["fingerprint"] == build_teacher(fc, load=False).fingerprint
     udf = CachedTargetsUDF(cache_uri, [fc])
     batch = _views(shard_set).take_batch(3, batch_format="pyarrow")
     out = udf(batch)
