@@ -116,6 +116,7 @@ def _check(out: str, exp: dict) -> dict:
     return got
 
 
+@pytest.mark.slow  # ~15-35 s on 2 shared cores: Ray workers import every format library
 def test_when_every_format_is_ingested_from_a_local_folder_then_ray_data_reads_the_values_back_bit_for_bit(tmp_path, ray_local):
     exp = write_corpus(str(tmp_path / "raw"))
     res = ingest([str(tmp_path / "raw")], str(tmp_path / "shards"), ReaderOptions(source="c", domain="mixed", h5_dataset="signals/strain"), shard_mb=0.02)
@@ -129,6 +130,7 @@ def test_when_every_format_is_ingested_from_a_local_folder_then_ray_data_reads_t
     assert got["c:Motion_TRAIN.ts#0"].split == "train" and got["c:Motion_TRAIN.ts#0"].meta["rate_known"] is False
 
 
+@pytest.mark.slow
 def test_when_the_files_sit_in_s3_then_ingest_reads_them_there_and_writes_shards_back_to_s3(tmp_path, s3_bucket, ray_local):
     import s3fs
 
