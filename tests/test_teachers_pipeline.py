@@ -15,7 +15,19 @@ from step_dist.teachers.cache import CachedTargetsUDF, cached_stage, complete_ru
 from step_dist.teachers.commands import CacheTargetsConfig, run_cache_targets
 from step_dist.teachers.stage import PoolConfig, expand_views, map_kwargs, teacher_stage
 
-from test_teachers_hf_remote import remote_cfg, save_counting_encoder
+
+def _load_sibling(name):
+    # the remote-code helpers live in their own test module; load it by path (tests/ may or may not be a package)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_remote = _load_sibling("test_teachers_hf_remote")
+remote_cfg, save_counting_encoder = _remote.remote_cfg, _remote.save_counting_encoder
 
 VIEW = ViewConfig(max_length=400, min_length=16, views_per_record=1, seed=3)
 
