@@ -79,11 +79,12 @@ class STEPEncoder(nn.Module):
         # 2. channel-independent stem on [B*C, 1, L]
         tmask = time_mask(lengths, length)
         feats = self.stem(z.reshape(b * c, 1, length), tmask.repeat_interleave(c, 0)[:, None, :])
-        # 3. adaptive patching: [B, C*W, L] -> [B, C*W, N, K] -> [B, C, N, K*W]
+        # 3. adaptive patching: [B, L, C*W] -> [B, N, K, C*W] -> [B, C, N, K*W]
         plan = self.patching.plan(lengths, num_tokens)
-        tok = self.patching.pool(feats.view(b, c * cfg.stem_width, length), lengths, plan)
-        n = tok.shape[2]
-        tok = tok.view(b, c, cfg.stem_width, n, cfg.sub_points).permute(0, 1, 3, 4, 2).reshape(b, c, n, -1)
+        feats = feats.view(b, c * cfg.stem_width, length).transpose(1, 2)
+        tok = self.patching.pool(feats, lengths, plan)
+        n = tok.shape[1]
+        tok = tok.view(b, n, cfg.sub_points, c, cfg.stem_width).permute(0, 3, 1, 2, 4).reshape(b, c, n, -1)
         if cfg.stats_compensation:
             # scaled by 1/10 so log-magnitudes (|log std| up to ~50) enter at O(1)
             tok = torch.cat([tok, (stats / 10.0)[:, :, None, :].expand(b, c, n, 2)], dim=-1)

@@ -106,7 +106,7 @@ class AdaptivePatching(nn.Module):
         n = torch.ceil(n_cont.detach() - 1e-6).long().clamp(1, cfg.token_cap)
         clamped = n.float() * stride.detach() < t  # the cap cut tokens off: stretch the stride to cover T
         used = torch.where(clamped, stride + (t / n.float() - stride).detach(), stride)
-        lo = torch.minimum(torch.full_like(t, float(cfg.n_min)), t / 2).clamp_min(1.0)
+        lo = torch.minimum(torch.full_like(t, float(cfg.n_min)), t / 2)
         d = cfg.huber_delta
         pen = (
             huber(F.relu(torch.log(stride / cfg.s_max)), d)
@@ -143,9 +143,14 @@ class AdaptivePatching(nn.Module):
         return idx.clamp(0, max(int(lengths.max()) - 1, 0)), weights
 
     def pool(self, features: torch.Tensor, lengths: torch.Tensor, plan: PatchPlan) -> torch.Tensor:
-        """features [B, F, L] (zero beyond each length) -> tokens [B, F, N, K]."""
-        b, f, _ = features.shape
+        """features [B, L, F] (channels last, zero beyond each length) -> tokens [B, N, K, F].
+
+        Channels-last so that gathering a window is a copy of whole feature rows (index_select) and the
+        window sum is one batched matmul per token ([K, W] @ [W, F]) with no transposed copy of the windows.
+        """
+        b, length, f = features.shape
         idx, weights = self.window_weights(plan, lengths)
         _, n, w = idx.shape
-        gathered = features.gather(2, idx.reshape(b, 1, n * w).expand(b, f, n * w)).view(b, f, n, w)
-        return torch.einsum("bfnw,bnkw->bfnk", gathered, weights)
+        flat = idx + (torch.arange(b, device=idx.device) * length)[:, None, None]
+        gathered = features.reshape(b * length, f).index_select(0, flat.reshape(-1)).view(b * n, w, f)
+        return torch.bmm(weights.reshape(b * n, -1, w), gathered).view(b, n, -1, f)
