@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluate_helpers import write_two_class_task
+from tests.evaluate_helpers import write_two_class_task
 from step_dist.evaluate.config import FinetuneConfig
 from step_dist.evaluate.finetune import STAGES, Classifier, finetune, set_stage
 from step_dist.evaluate.tasks import load_task
@@ -52,3 +52,13 @@ def test_when_the_three_stages_run_then_the_report_has_per_stage_counts_and_scor
     assert counts[0] < counts[1] < counts[2] == enc.num_parameters() + 64 * 2 + 2
     assert res["stages"][2]["steps"] == 4 * 3  # 12 train records, batch 4, 4 epochs
     assert res["macro_f1"] > 0.9  # slow vs fast sines are easy once everything trains
+
+
+def test_when_the_student_has_fixed_patching_then_stage_one_trains_nothing_and_the_rest_runs(tmp_path):
+    task = load_task(write_two_class_task(str(tmp_path / "t"), n_per_class=3))
+    enc = STEPEncoder(StudentConfig.named("tiny", patching="fixed"))
+    cfg = FinetuneConfig(stage_epochs=[1, 1, 1], batch_size=4, max_steps_per_stage=1)
+    res = finetune(enc, task.train, task.test, task.classes, cfg, seed=0)
+    first = res["stages"][0]
+    assert first["trainable_params"] == sum(p.numel() for p in enc.patching.parameters()) == 0 and first["steps"] == 0
+    assert [s["steps"] for s in res["stages"][1:]] == [1, 1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluate_helpers import write_two_class_task
+from tests.evaluate_helpers import write_two_class_task
 from step_dist.config import to_dict
 from step_dist.evaluate.config import EvaluateConfig, MiniRocketConfig
 from step_dist.evaluate.probe import linear_probe, summarise

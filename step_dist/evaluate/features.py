@@ -18,7 +18,8 @@ def student_features(encoder, split: Split, batch_size: int = 16) -> np.ndarray:
     """Pooled embeddings [n, D] from ``STEPEncoder.encode`` (eval mode, no grad)."""
     out: list[np.ndarray | None] = [None] * len(split)
     for idx in _length_batches(split.values, batch_size):
-        emb = encoder.encode([split.values[i] for i in idx], [split.rates[i] for i in idx], batch_size=len(idx))
+        # copies: arrays that come through Ray's object store are read-only, which torch warns about
+        emb = encoder.encode([np.array(split.values[i]) for i in idx], [split.rates[i] for i in idx], batch_size=len(idx))
         emb = np.asarray(emb, dtype=np.float32).reshape(len(idx), -1)
         for j, i in enumerate(idx):
             out[i] = emb[j]

@@ -59,7 +59,7 @@ def _crops(split: Split, max_length: int, seed: int) -> list[np.ndarray]:
     out = []
     for rid, v in zip(split.ids, split.values):
         w = view_window(rid, v.shape[1], cfg)
-        out.append(v[:, w.start : w.stop])
+        out.append(np.array(v[:, w.start : w.stop]))  # writable copies (Ray hands tasks read-only arrays)
     return out
 
 
@@ -111,10 +111,11 @@ def finetune(
     for stage, epochs, lr in zip(STAGES, cfg.stage_epochs, cfg.lr):
         n_trainable = set_stage(model, stage)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         model.train()
         t0, steps, losses = time.perf_counter(), 0, []
-        for _ in range(epochs):
+        # a fixed-patching student has no patching parameters: its stage 1 has nothing to train
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay) if params else None
+        for _ in range(epochs if opt is not None else 0):
             perm = torch.randperm(len(x_train), generator=gen).tolist()
             for b in range(0, len(perm), cfg.batch_size):
                 if cfg.max_steps_per_stage and steps >= cfg.max_steps_per_stage:

@@ -1,0 +1,23 @@
+"""`step-dist embed --checkpoint URI --data URI --out URI`: pooled embeddings of a shard set as Parquet."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="student export or run folder (local or s3://)")
+    p.add_argument("--data", required=True, help="shard set to embed (local or s3://)")
+    p.add_argument("--out", required=True, help="a .parquet file or a folder (local or s3://)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=0, help="keep the first N samples of each record (0 = all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from step_dist.evaluate.checkpoint import load_student
+    from step_dist.evaluate.embed import embed_shards
+
+    encoder, export = load_student(args.checkpoint)
+    summary = embed_shards(encoder, args.data, args.out, batch_size=args.batch_size, max_length=args.max_length)
+    print(json.dumps({"checkpoint": export, **summary}, indent=1))
+    return 0

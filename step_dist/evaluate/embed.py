@@ -1,0 +1,76 @@
+"""Embeddings of a shard set as Parquet (id, split, label, embedding list<float32>) for users' own work."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from step_dist import storage
+from step_dist.signals.record import decode_values
+
+EMBEDDING_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("split", pa.string()),
+    pa.field("label", pa.string()),
+    pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+])
+
+
+def _out_file(out_uri: str) -> str:
+    loc = storage.parse_uri(out_uri)
+    return loc.uri if loc.uri.endswith(".parquet") else loc.join("embeddings.parquet").uri
+
+
+def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max_length: int = 0) -> dict:
+    """Pooled embeddings of every record under ``data_uri`` written to ``out_uri`` (a .parquet file, or a
+    folder that gets embeddings.parquet). Records that cannot be encoded are counted with their reason."""
+    from step_dist.signals.shards import iter_rows
+
+    out_file = _out_file(out_uri)
+    fs, path = storage.arrow_filesystem(out_file)
+    if storage.parse_uri(out_file).scheme == "file":
+        import os
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    written, skipped = 0, {}
+    buf: list[dict] = []
+    writer = None
+
+    def flush(rows: list[dict]) -> None:
+        nonlocal writer, written
+        good = []
+        for r in rows:
+            if not np.all(np.isfinite(r["values"])):
+                skipped["non-finite values"] = skipped.get("non-finite values", 0) + 1
+            else:
+                good.append(r)
+        if not good:
+            return
+        emb = np.asarray(encoder.encode([r["values"] for r in good], [r["rate"] for r in good], batch_size=len(good)), np.float32)
+        table = pa.Table.from_pylist(
+            [{"id": r["id"], "split": r["split"], "label": r["label"], "embedding": e.tolist()} for r, e in zip(good, emb.reshape(len(good), -1))],
+            schema=EMBEDDING_SCHEMA,
+        )
+        if writer is None:
+            writer = pq.ParquetWriter(fs.open_output_stream(path), EMBEDDING_SCHEMA)
+        writer.write_table(table)
+        written += len(good)
+
+    for row in iter_rows(data_uri):
+        try:
+            values = decode_values(row)
+        except ValueError as e:
+            skipped[str(e)] = skipped.get(str(e), 0) + 1
+            continue
+        if max_length:
+            values = values[:, :max_length]
+        buf.append({"id": row["id"], "split": row.get("split"), "label": row.get("label"), "values": values,
+                    "rate": float(row["sampling_rate_hz"])})
+        if len(buf) >= batch_size:
+            flush(buf)
+            buf = []
+    flush(buf)
+    if writer is None:  # an empty shard set still gets a valid (empty) file
+        writer = pq.ParquetWriter(fs.open_output_stream(path), EMBEDDING_SCHEMA)
+    writer.close()
+    return {"out": out_file, "records": written, "skipped": skipped}
