@@ -61,6 +61,18 @@ def test_when_a_record_is_padded_into_a_batch_then_its_output_is_unchanged(tiny)
     torch.testing.assert_close(batch.pooled[1], alone.pooled[0], atol=1e-5, rtol=1e-4)
 
 
+def test_when_token_count_is_forced_in_a_padded_batch_then_the_real_part_is_unchanged(tiny):
+    a, long = _records([(2, 300), (1, 3_000)], seed=4)
+    with torch.no_grad():
+        v, l, m = collate([a])
+        alone = tiny(v, l, m, num_tokens=torch.tensor([25]))
+        v, l, m = collate([a, long])
+        batch = tiny(v, l, m, num_tokens=torch.tensor([25, 180]))
+    assert batch.tokens.shape[1] == 180 and int(batch.n_tokens[0]) == 25
+    torch.testing.assert_close(batch.tokens[0, :25], alone.tokens[0], atol=1e-5, rtol=1e-4)
+    assert (batch.tokens[0, 25:] == 0).all()
+
+
 def test_when_encoding_raw_arrays_then_batching_and_order_do_not_change_embeddings(tiny):
     recs = _records([(1, 30), (4, 2_000), (2, 333), (1, 90), (3, 1_500)], seed=5)
     rates = [1.0, 100.0, 20.0, 1e-5, 500.0]
