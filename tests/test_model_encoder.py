@@ -114,3 +114,16 @@ def test_when_gradient_checkpointing_is_on_then_gradients_match():
         (out.pooled.square().sum() + out.penalty).backward()
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_when_run_under_bfloat16_autocast_then_stride_and_windows_stay_float32(tiny):
+    values, lengths = torch.randn(2, 2, 200_000), torch.tensor([200_000, 777])
+    with torch.no_grad():
+        ref = tiny(values, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny(values, lengths)
+    assert low.stride.dtype == torch.float32
+    torch.testing.assert_close(low.stride, ref.stride)
+    assert torch.equal(low.n_tokens, ref.n_tokens) and torch.isfinite(low.pooled.float()).all()
+    cos = torch.nn.functional.cosine_similarity(low.pooled.float(), ref.pooled, dim=-1)
+    assert (cos > 0.95).all(), cos

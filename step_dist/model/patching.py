@@ -81,11 +81,14 @@ class AdaptivePatching(nn.Module):
     # -- stride -------------------------------------------------------------------------------------------
     def proposed_stride(self, lengths: torch.Tensor) -> torch.Tensor:
         """S = 1 + exp(f(log T)) per record (adaptive mode), float32 [B]."""
-        log_t = lengths.float().clamp_min(1).log()[:, None]
-        # the MLP sees log T centred and scaled to O(1) (log T runs from ~3 to ~14)
-        u = (log_t - 7.0) / 4.0
-        raw = self.skip_scale * log_t + self.skip_bias + self.mlp(u)
-        return 1.0 + raw.squeeze(-1).clamp(max=30.0).exp()
+        # always float32, also under autocast: a bf16 stride would put token centres of a 1e6-sample record
+        # on a 4096-sample grid
+        with torch.autocast(device_type=lengths.device.type, enabled=False):
+            log_t = lengths.float().clamp_min(1).log()[:, None]
+            # the MLP sees log T centred and scaled to O(1) (log T runs from ~3 to ~14)
+            u = (log_t - 7.0) / 4.0
+            raw = self.skip_scale * log_t + self.skip_bias + self.mlp(u)
+            return 1.0 + raw.float().squeeze(-1).clamp(max=30.0).exp()
 
     def plan(self, lengths: torch.Tensor, num_tokens: torch.Tensor | None = None) -> PatchPlan:
         cfg = self.config
@@ -120,7 +123,7 @@ class AdaptivePatching(nn.Module):
         """(sample index [B, N, W] long, clamped into range; weights [B, N, K, W], rows summing to 1 on real
         tokens and 0 on padded ones)."""
         cfg = self.config
-        stride = plan.stride
+        stride = plan.stride.float()  # positions up to ~1e6 samples need float32 whatever the autocast
         half = torch.clamp(cfg.window_ratio * stride / 2, min=1.0)  # [B]
         width = int(math.ceil(2 * float(half.detach().max()))) + 2
         centres = plan.centres()  # [B, N]
