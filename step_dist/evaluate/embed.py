@@ -34,10 +34,10 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
         os.makedirs(os.path.dirname(path), exist_ok=True)
     written, skipped = 0, {}
     buf: list[dict] = []
-    writer = None
+    writer = sink = None
 
     def flush(rows: list[dict]) -> None:
-        nonlocal writer, written
+        nonlocal writer, sink, written
         good = []
         for r in rows:
             if not np.all(np.isfinite(r["values"])):
@@ -52,7 +52,8 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
             schema=EMBEDDING_SCHEMA,
         )
         if writer is None:
-            writer = pq.ParquetWriter(fs.open_output_stream(path), EMBEDDING_SCHEMA)
+            sink = fs.open_output_stream(path)
+            writer = pq.ParquetWriter(sink, EMBEDDING_SCHEMA)
         writer.write_table(table)
         written += len(good)
 
@@ -71,6 +72,8 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
             buf = []
     flush(buf)
     if writer is None:  # an empty shard set still gets a valid (empty) file
-        writer = pq.ParquetWriter(fs.open_output_stream(path), EMBEDDING_SCHEMA)
+        sink = fs.open_output_stream(path)
+        writer = pq.ParquetWriter(sink, EMBEDDING_SCHEMA)
     writer.close()
+    sink.close()  # the writer does not close a stream it was given; on S3 this completes the upload
     return {"out": out_file, "records": written, "skipped": skipped}
