@@ -57,11 +57,21 @@ def test_when_training_on_the_task_loss_then_gradients_reach_the_patching_mlp():
     enc = STEPEncoder(StudentConfig.named("tiny"))
     values = torch.randn(2, 2, 3_000)
     out = enc(values, torch.tensor([3_000, 1_200]))
-    assert out.penalty.item() == 0.0  # so every gradient below comes through the Gaussian windows
+    assert out.penalty.item() == 0.0  # so no gradient below comes from the penalty
     (out.tokens.square().mean() + out.pooled.sum()).backward()
     p = enc.patching
     for name, param in [("skip_scale", p.skip_scale), ("skip_bias", p.skip_bias), ("mlp.2.weight", p.mlp[2].weight)]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_when_pooling_windows_then_gradients_flow_through_window_centres_and_widths():
+    # the pooled tokens alone (no stride embedding, no penalty) must depend differentiably on the stride
+    patching = AdaptivePatching(StudentConfig.named("tiny"))
+    lengths = torch.tensor([3_000, 1_200])
+    features = torch.randn(2, 3_000, 5) * (torch.arange(3_000) < lengths[:, None])[..., None]
+    plan = patching.plan(lengths)
+    patching.pool(features, lengths, plan).square().sum().backward()
+    assert patching.skip_bias.grad.abs() > 0 and patching.mlp[2].weight.grad.abs().sum() > 0
 
 
 def test_when_token_count_is_forced_then_output_has_exactly_that_many_tokens():
