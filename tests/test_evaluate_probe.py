@@ -53,3 +53,18 @@ def test_when_scores_are_summarised_then_mean_and_sample_std_are_reported():
     s = summarise([0.8, 0.9, 1.0])
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.9) and s["std"] == pytest.approx(0.1)
     assert summarise([0.5])["std"] == 0.0
+
+
+def test_when_some_records_are_too_short_for_a_teacher_then_they_are_counted_not_fatal(tmp_path):
+    from step_dist.evaluate.features import teacher_features
+    from step_dist.evaluate.tasks import Split
+    from step_dist.teachers import TeacherConfig, build_teacher
+
+    teacher = build_teacher(TeacherConfig(name="fracast", kind="fracast", checkpoint="builtin"))
+    rng = np.random.default_rng(0)
+    split = Split(ids=["short", "long"], values=[rng.standard_normal((1, 4)).astype(np.float32),
+                                                 rng.standard_normal((1, 300)).astype(np.float32)],
+                  rates=[10.0, 10.0], labels=["a", "b"])
+    feats, empty = teacher_features(teacher, split)
+    assert empty == 1 and feats.shape == (2, teacher.dim)
+    assert not feats[0].any() and np.abs(feats[1]).sum() > 0

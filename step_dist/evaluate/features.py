@@ -27,12 +27,21 @@ def student_features(encoder, split: Split, batch_size: int = 16) -> np.ndarray:
 
 
 def teacher_features(teacher, split: Split, batch_size: int = 8) -> tuple[np.ndarray, int]:
-    """Mean-pooled teacher tokens [n, D] and how many records gave no tokens (their features are zeros)."""
+    """Mean-pooled teacher tokens [n, D] and how many records gave no tokens (their features are zeros):
+    a record the teacher cannot take (too short for it, say) is counted, not fatal."""
+    from step_dist.teachers import TeacherInputError
+
     out = np.zeros((len(split), int(teacher.dim)), dtype=np.float32)
     empty = 0
     for idx in _length_batches(split.values, batch_size):
-        prepared = [teacher.prepare(split.values[i], split.rates[i]) for i in idx]
-        for i, tokens in zip(idx, teacher.embed(prepared)):
+        ok, prepared = [], []
+        for i in idx:
+            try:
+                prepared.append(teacher.prepare(split.values[i], split.rates[i]))
+                ok.append(i)
+            except TeacherInputError:
+                empty += 1
+        for i, tokens in zip(ok, teacher.embed(prepared) if prepared else []):
             tokens = np.asarray(tokens, dtype=np.float32)
             if tokens.ndim != 2 or tokens.shape[0] == 0:
                 empty += 1
