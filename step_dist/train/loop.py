@@ -88,6 +88,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     cfg: PretrainConfig = from_dict(PretrainConfig, loop_cfg["config"])
     heads = [HeadConfig(**h) for h in loop_cfg["heads"]]
     run_dir: str = loop_cfg["run_dir"]
+    # > 0 (sweeps): also report metrics without a checkpoint every N steps, so Tune's schedulers see progress
+    report_every = int(loop_cfg.get("report_every", 0))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     use_cuda = cfg.train.use_gpu and torch.cuda.is_available()
@@ -157,6 +159,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     teacher_names = [h.name for h in heads]
     last_metrics: dict[str, float] = {}
+    report_window: list[float] = []
     engine.train()
     while state.step < t_cfg.max_steps:
         chunks = shard.iter_batches(batch_size=cfg.data.bucket_rows, batch_format="numpy", prefetch_batches=2)
@@ -210,12 +213,22 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 skipped_steps=float(state.skipped_steps),
                 epoch=float(state.epoch),
             )
+            # unweighted mean over teachers: comparable across sweeps of teacher weights (not of loss types)
+            m["distill_loss"] = sum(m[f"loss/{n}"] for n in teacher_names) / max(len(teacher_names), 1)
             tracker.log(state.step, m)
             last_metrics = m
             if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
                 print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
             window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
-            if state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.max_steps:
+            is_ckpt = state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.max_steps
+            if report_every:
+                report_window.append(m["distill_loss"])
+                if is_ckpt or state.step % report_every == 0:
+                    m = {**m, "distill_loss_avg": sum(report_window) / len(report_window)}
+                    report_window = []
+                    if not is_ckpt:  # every rank reports (a barrier) at the same steps
+                        ray.train.report({**m, "step": state.step, "epoch": state.epoch})
+            if is_ckpt:
                 save_checkpoint(m)
         if state.step >= t_cfg.max_steps:
             break

@@ -107,7 +107,10 @@ def _check_data(cfg: PretrainConfig) -> int:
     return n
 
 
-def pretrain(cfg: PretrainConfig, verbose: bool = True) -> PretrainResult:
+def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None = None,
+             report_every: int = 0) -> PretrainResult:
+    """Run the recipe on Ray Train. ``callbacks``: Ray Train UserCallbacks (a sweep passes Tune's
+    TuneReportCallback); ``report_every`` > 0 also reports metrics without a checkpoint every N steps."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train import DataConfig as RayDataConfig
@@ -155,7 +158,8 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True) -> PretrainResult:
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri},
+        train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri,
+                           "report_every": int(report_every)},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(
@@ -164,6 +168,7 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True) -> PretrainResult:
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            callbacks=list(callbacks or []),
         ),
         datasets={"train": ds},
         dataset_config=RayDataConfig(datasets_to_split=["train"], execution_options=exec_opts),
