@@ -134,6 +134,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 
     remote = storage.parse_uri(run_dir).is_remote
     local_out = tempfile.mkdtemp(prefix="step-dist-metrics-") if remote else storage.parse_uri(run_dir).path
+    if rank == 0:
+        _carry_metrics_over(run_dir, local_out, state.step)
     tracker = Tracker(local_out, kind=cfg.tracker, run_name=cfg.name, enabled=(rank == 0))
 
     def sync_outputs() -> None:
@@ -243,6 +245,24 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         save_checkpoint(last_metrics)
     tracker.close()
     sync_outputs()
+
+
+def _carry_metrics_over(run_dir: str, local_out: str, resumed_step: int) -> None:
+    """Keep the metrics of the steps the checkpoint covers (and only those: steps logged after it and before a
+    crash are trained again), so a resumed run's metrics.jsonl reads as one run."""
+    import json
+
+    from step_dist import storage
+
+    try:
+        data = storage.read_bytes(run_dir.rstrip("/") + "/metrics.jsonl")
+    except FileNotFoundError:
+        data = b""
+    rows = [json.loads(x) for x in data.decode().splitlines() if x.strip()]
+    keep = [r for r in rows if r.get("step", 0) <= resumed_step]
+    os.makedirs(local_out, exist_ok=True)
+    with open(os.path.join(local_out, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
 
 
 def _local_grad_norm(module: torch.nn.Module) -> float:
