@@ -52,7 +52,7 @@ def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quaran
     Invalid records are written to the quarantine sink with their reason and emit no rows; the views of the
     good ones come from the same function the target cache uses, so view ids always agree."""
     from step_dist.signals.validate import ValidationConfig, validate_record
-    from step_dist.teachers.stage import expand_views as views_of_rows
+    from step_dist.data.views import view_rows
 
     vcfg = ViewConfig(**view)
     val_cfg = ValidationConfig(**validation)
@@ -71,7 +71,7 @@ def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quaran
         else:
             keep.append(i)
     QuarantineSink(quarantine_uri).write(bad)
-    return views_of_rows(batch.take(keep), vcfg)
+    return view_rows(batch.take(keep), vcfg)
 
 
 def read_shards(uri: str):

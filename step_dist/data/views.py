@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,3 +63,39 @@ def views_of(record_id: str, length: int, cfg: ViewConfig) -> list[View]:
 
 def crop(values: np.ndarray, view: View) -> np.ndarray:
     return values[:, view.start : view.stop]
+
+
+VIEW_PASSTHROUGH = ("source", "domain", "label", "split", "channel_names")
+
+
+def view_rows(batch, view_cfg: ViewConfig | dict[str, Any]):
+    """Record rows -> one row per deterministic view (step_dist.data.views), values cropped to the view.
+
+    Takes a pyarrow Table or a mapping of columns and returns a pyarrow Table. Records shorter than
+    ``view_cfg.min_length`` give no view here; the pipeline quarantines them with their reason first."""
+    if isinstance(view_cfg, dict):
+        view_cfg = ViewConfig(**view_cfg)
+    import pyarrow as pa
+
+    cols = batch.to_pydict() if isinstance(batch, pa.Table) else {k: list(v) for k, v in batch.items()}
+    keep = [k for k in VIEW_PASSTHROUGH if k in cols]
+    out: dict[str, list] = {k: [] for k in ("id", "view_id", "view_start", "sampling_rate_hz", "n_channels", "length", "values", *keep)}
+    for i, rid in enumerate(cols["id"]):
+        c, n = int(cols["n_channels"][i]), int(cols["length"][i])
+        if n < view_cfg.min_length:
+            continue
+        values = np.frombuffer(cols["values"][i], dtype="<f4").reshape(c, n)
+        for v in views_of(rid, n, view_cfg):
+            out["id"].append(rid)
+            out["view_id"].append(v.view_id)
+            out["view_start"].append(v.start)
+            out["sampling_rate_hz"].append(float(cols["sampling_rate_hz"][i]))
+            out["n_channels"].append(c)
+            out["length"].append(v.length)
+            out["values"].append(np.ascontiguousarray(crop(values, v), dtype="<f4").tobytes())
+            for k in keep:
+                out[k].append(cols[k][i])
+    types = {"id": pa.string(), "view_id": pa.string(), "view_start": pa.int64(), "sampling_rate_hz": pa.float64(),
+             "n_channels": pa.int32(), "length": pa.int64(), "values": pa.large_binary(), "source": pa.string(),
+             "domain": pa.string(), "label": pa.string(), "split": pa.string(), "channel_names": pa.list_(pa.string())}
+    return pa.table({k: pa.array(v, type=types[k]) for k, v in out.items()})

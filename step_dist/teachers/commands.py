@@ -22,7 +22,7 @@ from step_dist import storage
 from step_dist.data.views import ViewConfig
 from step_dist.teachers.cache import CACHE_FORMAT, MANIFEST, to_cache_columns
 from step_dist.teachers.protocol import TeacherConfig
-from step_dist.teachers.stage import PoolConfig, expand_views, teacher_stage
+from step_dist.teachers.stage import PoolConfig, teacher_stage
 
 
 @dataclass
@@ -34,6 +34,7 @@ class CacheTargetsConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     view_batch_size: int = 16
+    validation: dict[str, Any] = field(default_factory=dict)  # step_dist.signals.validate.ValidationConfig fields
     ray_address: str = ""  # "" = the cluster this job runs in, or a local one
 
 
@@ -58,8 +59,13 @@ def run_cache_targets(cfg: CacheTargetsConfig) -> dict[str, Any]:
         ray.init(address=cfg.ray_address or None)
     fps = {t.name: fingerprint(t) for t in cfg.teachers}  # before any work: a bad checkpoint fails fast
 
+    # the same validated views the training pipeline makes (bad records set aside with their reason), so the
+    # cache holds exactly the views a run will ask for
+    from step_dist.data.pipeline import expand_views
+
     ds = read_dataset(cfg.input)
-    ds = ds.map_batches(expand_views, fn_kwargs={"view_cfg": dataclasses.asdict(cfg.view)},
+    ds = ds.map_batches(expand_views, fn_kwargs={"view": dataclasses.asdict(cfg.view), "validation": dict(cfg.validation),
+                                                 "quarantine_uri": None},
                         batch_format="pyarrow", batch_size=cfg.view_batch_size)
     for t in cfg.teachers:
         ds = teacher_stage(ds, t, cfg.pools.get(t.name, cfg.pool))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from step_dist.data.views import ViewConfig, crop, views_of
+from step_dist.data.views import ViewConfig
 from step_dist.teachers.protocol import TeacherConfig
 
 log = logging.getLogger(__name__)
@@ -155,35 +155,5 @@ def teacher_stage(ds, teacher_cfg: TeacherConfig | dict[str, Any], pool_cfg: Poo
                           **map_kwargs(pool_cfg))
 
 
-VIEW_PASSTHROUGH = ("source", "domain", "label", "split", "channel_names")
-
-
-def expand_views(batch: pa.Table | dict[str, Any], view_cfg: ViewConfig | dict[str, Any]) -> pa.Table:
-    """Record rows -> one row per deterministic view (step_dist.data.views), values cropped to the view.
-
-    Records shorter than ``view_cfg.min_length`` give no view here; the pipeline quarantines them with
-    their reason before this stage."""
-    if isinstance(view_cfg, dict):
-        view_cfg = ViewConfig(**view_cfg)
-    cols = batch.to_pydict() if isinstance(batch, pa.Table) else {k: list(v) for k, v in batch.items()}
-    keep = [k for k in VIEW_PASSTHROUGH if k in cols]
-    out: dict[str, list] = {k: [] for k in ("id", "view_id", "view_start", "sampling_rate_hz", "n_channels", "length", "values", *keep)}
-    for i, rid in enumerate(cols["id"]):
-        c, n = int(cols["n_channels"][i]), int(cols["length"][i])
-        if n < view_cfg.min_length:
-            continue
-        values = np.frombuffer(cols["values"][i], dtype="<f4").reshape(c, n)
-        for v in views_of(rid, n, view_cfg):
-            out["id"].append(rid)
-            out["view_id"].append(v.view_id)
-            out["view_start"].append(v.start)
-            out["sampling_rate_hz"].append(float(cols["sampling_rate_hz"][i]))
-            out["n_channels"].append(c)
-            out["length"].append(v.length)
-            out["values"].append(np.ascontiguousarray(crop(values, v), dtype="<f4").tobytes())
-            for k in keep:
-                out[k].append(cols[k][i])
-    types = {"id": pa.string(), "view_id": pa.string(), "view_start": pa.int64(), "sampling_rate_hz": pa.float64(),
-             "n_channels": pa.int32(), "length": pa.int64(), "values": pa.large_binary(), "source": pa.string(),
-             "domain": pa.string(), "label": pa.string(), "split": pa.string(), "channel_names": pa.list_(pa.string())}
-    return pa.table({k: pa.array(v, type=types[k]) for k, v in out.items()})
+# views live in step_dist.data.views; kept here under its old name for callers of the stage module
+from step_dist.data.views import view_rows as expand_views  # noqa: E402

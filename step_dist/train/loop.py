@@ -189,6 +189,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 continue
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
+            # stages 0-1 keep whole gradients on every rank: measure them before step() clears them
+            local_norm = _local_grad_norm(engine.module) if boundary and t_cfg.zero_stage < 2 else None
             engine.step()
             window["samples"] += len(rows)
             window["tokens"] += int(sum(float(v) for k, v in terms.items() if k.startswith("tokens/")))
@@ -197,9 +199,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             state.step += 1
             epoch_steps += 1
             state.samples_seen += len(rows) * world * t_cfg.grad_accum
-            grad_norm = engine.get_global_grad_norm()
-            grad_norm = float(grad_norm) if grad_norm is not None else _local_grad_norm(engine.module)
-            if not math.isfinite(grad_norm):
+            reported = local_norm if local_norm is not None else engine.get_global_grad_norm()
+            grad_norm = float(reported) if reported is not None else float("nan")
+            if reported is not None and not math.isfinite(grad_norm):
                 state.skipped_steps += 1  # bf16 overflow: DeepSpeed skipped the update (DeepSpeed#8415)
             keys = sorted(k for k in terms if k.startswith("loss") or k == "penalty")
             means = _mean_across_ranks([float(terms[k].detach()) for k in keys], device)

@@ -73,7 +73,8 @@ def ensure_target_cache(cfg: PretrainConfig, verbose: bool = True) -> None:
         print(f"[step-dist] building the target cache for {[t.name for t in missing]} at {cfg.targets.cache}", flush=True)
     pools = {te.name: as_pool(te.pool) for te in cfg.teachers}
     run_cache_targets(CacheTargetsConfig(input=cfg.data.train, out=cfg.targets.cache, view=cfg.data.view,
-                                         teachers=missing, pools={t.name: pools[t.name] for t in missing}))
+                                         validation=dict(cfg.data.validation), teachers=missing,
+                                         pools={t.name: pools[t.name] for t in missing}))
 
 
 def _check_storage_writable(outputs_uri: str) -> None:
