@@ -17,6 +17,8 @@ ADAPTERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "hf_audio": ("step_dist.teachers.adapters.hf_audio", "HFAudioTeacher", "hf", ("transformers",)),
     "hf_remote": ("step_dist.teachers.adapters.hf_remote", "HFRemoteTeacher", "hf", ("transformers",)),
     "chronos": ("step_dist.teachers.adapters.chronos", "ChronosTeacher", "chronos", ("chronos",)),
+    "ast": ("step_dist.teachers.adapters.hf_ast", "HFASTTeacher", "hf", ("transformers",)),
+    "hf_timeseries": ("step_dist.teachers.adapters.hf_timeseries", "HFTimeSeriesTeacher", "hf", ("transformers",)),
 }
 
 
