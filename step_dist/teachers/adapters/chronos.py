@@ -41,8 +41,13 @@ class ChronosTeacher(Teacher):
         self.dim = int(self._run([np.zeros(max(self.min_length, 16), np.float32)]).shape[-1])
 
     def _run(self, seqs: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(seqs))
         with torch.inference_mode():
-            emb, _ = self.pipeline.embed(torch.from_numpy(np.stack(seqs)))
+            if type(self.pipeline).__name__ == "Chronos2Pipeline":
+                # Chronos-2 takes [series, variates, length] and returns one [variates, tokens, D] per series
+                emb, _ = self.pipeline.embed(x[:, None, :], batch_size=len(seqs))
+                return torch.stack([e[0] for e in emb]).float()
+            emb, _ = self.pipeline.embed(x)
         return emb.float()
 
     def num_tokens(self, prepared_len: int) -> int:
