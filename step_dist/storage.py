@@ -18,6 +18,7 @@ import fsspec
 import pyarrow.fs as pafs
 
 SUPPORTED_SCHEMES = ("s3", "gs", "gcs", "file", "")
+S3_RETRY_ATTEMPTS = 8  # pyarrow S3 calls (see arrow_filesystem)
 
 T = TypeVar("T")
 
@@ -50,6 +51,11 @@ def parse_uri(uri: str) -> Location:
         raise StorageError(f"empty storage location {uri!r}: give a local path or an s3:// / gs:// URI")
     uri = uri.strip()
     parsed = urlparse(uri)
+    if parsed.password or parsed.username:
+        # never echo user:password@ back into an error (errors end up in logs and reports)
+        uri = uri.replace(parsed.netloc, parsed.netloc.rsplit("@", 1)[-1], 1)
+        if parsed.scheme.lower() not in ("s3", "gs", "gcs"):
+            raise StorageError(f"credentials must not be put in a storage URI ({uri}); set them in the environment")
     scheme = parsed.scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
         scheme = ""
@@ -94,7 +100,11 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             kwargs["region"] = region
-        return pafs.S3FileSystem(**kwargs, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5)), loc.path
+        # 8 attempts with the SDK's capped exponential backoff ride out ~13 s of store outage (Ray Train's checkpoint
+        # uploads and Ray Data's reads go through this filesystem); a longer outage fails the call with the
+        # store's error, which the trainer turns into a message naming the run and its last checkpoint.
+        retry = pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS)
+        return pafs.S3FileSystem(**kwargs, retry_strategy=retry), loc.path
     if loc.scheme == "gs":
         return pafs.GcsFileSystem(), loc.path
     return pafs.LocalFileSystem(), loc.path
@@ -214,3 +224,23 @@ def upload_dir(local_dir: str, uri: str) -> None:
         return
     fs, path = fsspec_filesystem(uri)
     with_retries(lambda: fs.put(local_dir.rstrip("/") + "/", path, recursive=True), f"uploading to {loc.uri}")
+
+
+def delete(uri: str) -> None:
+    """Remove one file (a missing file is fine: deleting is idempotent)."""
+    loc = parse_uri(uri)
+    if loc.scheme == "file":
+        try:
+            os.remove(loc.path)
+        except FileNotFoundError:
+            pass
+        return
+    fs, path = fsspec_filesystem(uri)
+
+    def rm() -> None:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    with_retries(rm, f"deleting {loc.uri}")

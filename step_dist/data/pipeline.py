@@ -74,24 +74,67 @@ def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quaran
     return view_rows(batch.take(keep), vcfg)
 
 
-def read_shards(uri: str):
-    """A Ray Dataset over a shard set's Parquet files (local or object storage)."""
-    import ray
+def read_shard_files(batch, quarantine_uri: str | None = None):
+    """Ray Data batch UDF: shard URIs in (column ``shard``), their record rows out (RECORD_SCHEMA).
+
+    One shard is read per call so that a corrupt file (garbage bytes, a truncated footer, a foreign schema) is
+    set aside in the quarantine with its reason instead of killing the run, while the good shards around it
+    are read as usual. Fetching the bytes is retried (a store that hiccups is not a corrupt shard); a store
+    that stays down raises StorageError and ends the run, because quarantining good data for an outage would
+    lose it."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from step_dist import storage
+    from step_dist.signals.record import RECORD_SCHEMA
 
-    try:
-        from step_dist.signals.shards import read_dataset
-
-        return read_dataset(uri)
-    except ImportError:
+    tables, bad = [], []
+    for uri in batch["shard"]:
+        uri = str(uri)
         fs, path = storage.arrow_filesystem(uri)
-        return ray.data.read_parquet(path, filesystem=fs)
+
+        def fetch(fs=fs, path=path) -> bytes:
+            with fs.open_input_file(path) as f:
+                return f.read()
+
+        try:
+            data = storage.with_retries(fetch, f"reading shard {uri}", attempts=2)  # pyarrow retries inside too
+        except FileNotFoundError:
+            bad.append({"id": None, "uri": uri, "index": -1, "stage": "shard",
+                        "reason": "shard listed in _manifest.json is missing from storage"})
+            continue
+        try:
+            table = pq.read_table(io.BytesIO(data))
+            table = table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+        except Exception as e:  # noqa: BLE001 - any parse/schema failure means this file cannot be trusted
+            bad.append({"id": None, "uri": uri, "index": -1, "stage": "shard",
+                        "reason": f"unreadable shard ({len(data)} bytes): {type(e).__name__}: {e}"})
+            continue
+        tables.append(table)
+    QuarantineSink(quarantine_uri).write(bad)
+    if not tables:
+        return RECORD_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def read_shards(uri: str, quarantine_uri: str | None = None):
+    """A Ray Dataset over a shard set's records (local or object storage), in manifest order, one read task
+    per shard; shards that cannot be read are quarantined (see read_shard_files)."""
+    import ray
+
+    from step_dist.signals.shards import list_shards
+
+    shards = list_shards(uri)
+    items = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(len(shards), 1))
+    return items.map_batches(read_shard_files, fn_kwargs={"quarantine_uri": quarantine_uri},
+                             batch_size=1, batch_format="pyarrow")
 
 
 def build_view_dataset(data_cfg, quarantine_uri: str | None):
     """shards -> validated views (no targets yet)."""
-    ds = read_shards(data_cfg.train)
+    ds = read_shards(data_cfg.train, quarantine_uri)
     return ds.map_batches(
         expand_views,
         fn_kwargs={"view": asdict(data_cfg.view), "validation": dict(data_cfg.validation), "quarantine_uri": quarantine_uri},

@@ -28,10 +28,18 @@ class PoolConfig:
     batch_size: int = 16  # rows per actor call
     label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "teacher"}
     resources: dict[str, float] = field(default_factory=dict)  # e.g. {"teacher_gpu": 1}
+    # fault tolerance: a crashed teacher actor (OOM, a lost node) is restarted up to max_restarts times and
+    # the batches it held are re-run up to max_task_retries times, so no view is lost or emitted twice.
+    # Bounded (not Ray Data's default -1) so that a teacher that dies on every batch fails the run instead
+    # of looping forever.
+    max_restarts: int = 3
+    max_task_retries: int = 3
 
     def __post_init__(self) -> None:
         if self.size < 1 or self.batch_size < 1:
             raise ValueError("pool size and batch_size must be >= 1")
+        if self.max_restarts < -1 or self.max_task_retries < -1:
+            raise ValueError("pool max_restarts and max_task_retries must be >= -1 (-1: unlimited)")
 
 
 def target_columns(name: str) -> tuple[str, str, str]:
@@ -138,7 +146,8 @@ def map_kwargs(pool: PoolConfig | Any) -> dict[str, Any]:
 
     pool = as_pool(pool)
     kw: dict[str, Any] = dict(compute=ActorPoolStrategy(size=pool.size), batch_size=pool.batch_size,
-                              batch_format="pyarrow", num_cpus=pool.num_cpus)
+                              batch_format="pyarrow", num_cpus=pool.num_cpus,
+                              max_restarts=pool.max_restarts, max_task_retries=pool.max_task_retries)
     if pool.num_gpus:
         kw["num_gpus"] = pool.num_gpus
     if pool.label_selector:

@@ -21,6 +21,8 @@ class PoolConfig:
     batch_size: int = 16
     label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "teacher"}
     resources: dict[str, float] = field(default_factory=dict)  # e.g. {"teacher_gpu": 1}
+    max_restarts: int = 3  # a crashed teacher actor is restarted this many times (-1: unlimited)
+    max_task_retries: int = 3  # and the batches it held are re-run this many times
 
 
 @dataclass
@@ -77,7 +79,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
-    max_failures: int = 0  # Ray Train restarts from the last checkpoint this many times
+    max_failures: int = 0  # Ray Train restarts from the last checkpoint this many times (worker/node lost)
+    preemption_check_every: int = 1  # ask Ray Train about spot preemption every N steps (0: never); a notice
+    # triggers a just-in-time checkpoint (ray.train.get_preemption_info is a barrier: keep N small on spot)
+    trusted_pickle_globals: list[str] = field(default_factory=list)  # "module.name" a resumed checkpoint may
+    # import besides torch/DeepSpeed tensors (explicit opt-in; anything else is refused before unpickling)
+    account_records: bool = True  # exactly-once ledger of (record id, view id) per epoch, checked at the end
     penalty_weight: float = 1.0
     deterministic: bool = False  # torch deterministic algorithms (exact repeatability; slower on GPU)
 
@@ -124,6 +131,15 @@ class PretrainConfig:
                 f"({self.data.batch_size}) x train.grad_accum ({t.grad_accum}) x train.num_workers ({t.num_workers}) "
                 f"= {derived}: change one of them"
             )
+        if t.max_failures < -1 or t.preemption_check_every < 0:
+            raise ConfigError("train.max_failures must be >= -1 (-1: unlimited) and train.preemption_check_every >= 0")
+        from step_dist.signals.validate import ValidationConfig
+
+        try:
+            ValidationConfig(**self.data.validation)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data.validation: {e} (keys: nan_policy, min_length, max_length, max_channels, "
+                              "max_bytes, allow_constant)") from None
         if self.data.bucket_rows < self.data.batch_size:
             raise ConfigError("data.bucket_rows: must be >= data.batch_size")
         if self.targets.mode not in ("online", "cache"):

@@ -126,12 +126,20 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             state = read_trainer_state(d)
             from step_dist.train.safety import check_checkpoint_files
 
-            check_checkpoint_files(os.path.join(d, "deepspeed"))
+            check_checkpoint_files(d, tuple(t_cfg.trusted_pickle_globals))  # before any unpickling
             engine.load_checkpoint(os.path.join(d, "deepspeed"), tag=state.tag)
             restore_rng(d, rank)
         if rank == 0:
             print(f"[step-dist] resumed from {state.tag}: epoch {state.epoch}, {state.micro_in_epoch} micro-batches into it", flush=True)
 
+    from step_dist.train.faults import PreemptionWatch
+    from step_dist.train.ledger import Ledger
+
+    ledger = Ledger(run_dir, rank, enabled=t_cfg.account_records)
+    preemption = PreemptionWatch(t_cfg.preemption_check_every)
+    if rank == 0 and ckpt is not None:
+        _record_restart(run_dir, state.step)
+        ledger.forget_after(state.step)  # segments of checkpoints written after this one but never registered
     remote = storage.parse_uri(run_dir).is_remote
     local_out = tempfile.mkdtemp(prefix="step-dist-metrics-") if remote else storage.parse_uri(run_dir).path
     if rank == 0:
@@ -149,6 +157,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag=state.tag)
             write_worker_files(folder, state, rank)
             _export_student(engine.module.student, folder, rank, t_cfg.zero_stage)
+            ledger.flush(state.step)
             sync_outputs()
             ray.train.report(
                 {**metrics, "step": state.step, "epoch": state.epoch},
@@ -192,6 +201,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             # stages 0-1 keep whole gradients on every rank: measure them before step() clears them
             local_norm = _local_grad_norm(engine.module) if boundary and t_cfg.zero_stage < 2 else None
             engine.step()
+            ledger.add(state.epoch, rows)
             window["samples"] += len(rows)
             window["tokens"] += int(sum(float(v) for k, v in terms.items() if k.startswith("tokens/")))
             if not boundary:
@@ -234,6 +244,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                         ray.train.report({**m, "step": state.step, "epoch": state.epoch})
             if is_ckpt:
                 save_checkpoint(m)
+            elif preemption.should_checkpoint(state.step):
+                if rank == 0:
+                    print(f"[step-dist] a node of this run is being preempted: just-in-time checkpoint at step {state.step}", flush=True)
+                save_checkpoint(m)
         if state.step >= t_cfg.max_steps:
             break
         if epoch_steps == 0:
@@ -247,6 +261,28 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         save_checkpoint(last_metrics)
     tracker.close()
     sync_outputs()
+
+
+def _record_restart(run_dir: str, resumed_step: int) -> None:
+    """Append to outputs/restarts.jsonl what a restart cost: the steps logged before the failure that the
+    resumed run trains again (read from metrics.jsonl before it is cut back to the checkpoint)."""
+    import json
+
+    from step_dist import storage
+
+    try:
+        data = storage.read_bytes(run_dir.rstrip("/") + "/metrics.jsonl")
+        last = max((int(json.loads(x).get("step", 0)) for x in data.decode().splitlines() if x.strip()), default=0)
+    except FileNotFoundError:
+        last = 0
+    uri = run_dir.rstrip("/") + "/restarts.jsonl"
+    try:
+        before = storage.read_bytes(uri)
+    except FileNotFoundError:
+        before = b""
+    entry = {"time": time.time(), "resumed_from_step": resumed_step, "last_logged_step": last,
+             "steps_lost": max(last - resumed_step, 0)}
+    storage.write_bytes(uri, before + (json.dumps(entry) + "\n").encode())
 
 
 def _carry_metrics_over(run_dir: str, local_out: str, resumed_step: int) -> None:

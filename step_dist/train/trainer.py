@@ -26,6 +26,8 @@ class PretrainResult:
     metrics: dict[str, Any]
     wall_s: float
     quarantined: int
+    accounting: dict[str, Any] | None = None  # exactly-once check of record ids per epoch (train.account_records)
+    restarts: list[dict[str, Any]] | None = None  # what each restart from a checkpoint cost (outputs/restarts.jsonl)
 
 
 def _teacher_configs(cfg: PretrainConfig):
@@ -43,7 +45,8 @@ def _teacher_dims(cfg: PretrainConfig) -> dict[str, int]:
 
     from step_dist.teachers import build_teacher
 
-    @ray.remote(num_cpus=1)
+    # DEFAULT: outside any placement group of the caller (a Tune trial's holds only its driver's share)
+    @ray.remote(num_cpus=1, scheduling_strategy="DEFAULT")
     def dim_of(tcfg) -> int:
         return int(build_teacher(tcfg).dim)
 
@@ -113,12 +116,13 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     """Run the recipe on Ray Train. ``callbacks``: Ray Train UserCallbacks (a sweep passes Tune's
     TuneReportCallback); ``report_every`` > 0 also reports metrics without a checkpoint every N steps."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train import DataConfig as RayDataConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from step_dist.data.pipeline import attach_targets, build_view_dataset, read_quarantine
     from step_dist.distill.module import HeadConfig
+    from step_dist.train.faults import explain_failure, failure_config
     from step_dist.train.loop import train_loop_per_worker
     from step_dist.train.metrics import plot_loss_curve
 
@@ -167,7 +171,7 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
             name=cfg.name,
             storage_path=path,
             storage_filesystem=fs,
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=failure_config(t),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             callbacks=list(callbacks or []),
         ),
@@ -179,21 +183,55 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
               f"({', '.join(h.name for h in heads)}), {t.num_workers} worker(s), ZeRO-{t.zero_stage}, "
               f"{t.max_steps} steps -> {run_uri}", flush=True)
     result = trainer.fit()
-    if result.error:
-        raise result.error
-
     ckpt_uri = export_uri = None
     if result.checkpoint is not None:
         ckpt_uri = _uri_of(cfg.storage, result.checkpoint.path)
         export_uri = ckpt_uri.rstrip("/") + "/export"
+    if result.error:
+        err = explain_failure(result.error, run_uri, ckpt_uri, t.max_failures)
+        if err is result.error:
+            raise err
+        raise err from result.error
+
     quarantined = read_quarantine(quarantine_uri)
     _finish_outputs(outputs_uri, plot_loss_curve)
+    accounting = _account_records(cfg, outputs_uri, int((result.metrics or {}).get("step", t.max_steps)), verbose)
+    restarts = _read_jsonl(outputs_uri + "/restarts.jsonl")
     summary = {
         "run": run_uri, "outputs": outputs_uri, "checkpoint": ckpt_uri, "export": export_uri,
         "metrics": dict(result.metrics or {}), "wall_s": time.time() - t0, "quarantined": len(quarantined),
+        "accounting": accounting, "restarts": restarts,
     }
     storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
-    return PretrainResult(run_uri, outputs_uri, ckpt_uri, export_uri, dict(result.metrics or {}), summary["wall_s"], len(quarantined))
+    return PretrainResult(run_uri, outputs_uri, ckpt_uri, export_uri, dict(result.metrics or {}), summary["wall_s"],
+                          len(quarantined), accounting, restarts)
+
+
+def _read_jsonl(uri: str) -> list[dict[str, Any]]:
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        return []
+    return [json.loads(x) for x in data.decode().splitlines() if x.strip()]
+
+
+def _account_records(cfg: PretrainConfig, outputs_uri: str, final_step: int, verbose: bool) -> dict[str, Any] | None:
+    """Exactly-once check: the ledger the workers wrote (up to the final checkpoint) against the views the
+    validated data holds. Written to outputs/accounting.json; a problem is printed, not raised (the model
+    is trained; the report says which records to look at)."""
+    if not cfg.train.account_records:
+        return None
+    from step_dist.train.ledger import account, expected_views, read_ledger
+
+    t = cfg.train
+    acc = account(read_ledger(outputs_uri, final_step), expected_views(cfg.data),
+                  tail_allowance=t.num_workers * cfg.data.batch_size - 1).to_dict()
+    storage.write_bytes(outputs_uri + "/accounting.json", json.dumps(acc, indent=2).encode())
+    if verbose:
+        verdict = "every view at most once per epoch" if acc["ok"] else "PROBLEM: see accounting.json"
+        print(f"[step-dist] record accounting: {len(acc['epochs'])} epoch(s), {acc['duplicated']} duplicated, "
+              f"{acc['lost']} unseen in complete epochs: {verdict}", flush=True)
+    return acc
 
 
 def _uri_of(storage_root: str, path_in_fs: str) -> str:
