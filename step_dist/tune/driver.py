@@ -1,0 +1,173 @@
+"""The sweep driver: Ray Tune runs one driver function per trial; each builds and fits a TorchTrainer through
+``step_dist.train.pretrain`` (the Ray 2.60 pattern: Tune never sees a Trainer), with Tune's
+TuneReportCallback forwarding the workers' reports so ASHA can stop a trial early.
+
+Teachers run once: the driver builds the target cache (if missing) before any trial starts, and every trial
+runs with ``targets.mode=cache`` against it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from step_dist import storage
+from step_dist.config import ConfigError, apply_overrides, from_dict, load_yaml
+from step_dist.tune.config import SweepConfig
+from step_dist.tune.space import apply_params, build_space, check_space
+
+
+@dataclass
+class SweepResult:
+    sweep_uri: str  # {storage}/{name}: Tune's experiment, trials' runs, table, plot, best recipe
+    rows: list[dict[str, Any]]  # one per trial (see results.rows_of)
+    best: dict[str, Any] | None  # the best row
+    best_recipe_uri: str | None
+    table_uri: str  # results.csv (results.json beside it)
+    plot_uri: str | None
+    cache_uri: str
+    wall_s: float
+
+
+def _resolve_recipe(path: str, sweep_file: str | None) -> str:
+    if storage.exists(path) or not sweep_file:
+        return path
+    alt = os.path.join(os.path.dirname(sweep_file), path)
+    return alt if storage.exists(alt) else path
+
+
+def base_recipe(cfg: SweepConfig, sweep_file: str | None = None) -> dict[str, Any]:
+    """The recipe every trial starts from, as a mapping: base file + `set` + the sweep's cache and resources."""
+    data = apply_overrides(load_yaml(_resolve_recipe(cfg.recipe, sweep_file)), cfg.set)
+    sweep_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
+    targets = dict(data.get("targets") or {})
+    if targets.get("mode") != "cache" or not targets.get("cache"):
+        targets["cache"] = storage.parse_uri(sweep_uri).join("targets").uri
+    targets["mode"] = "cache"
+    data["targets"] = targets
+    train = dict(data.get("train") or {})
+    t = cfg.trial
+    train.update(num_workers=t.num_workers, use_gpu=t.use_gpu)
+    if t.resources_per_worker:
+        train["resources_per_worker"] = dict(t.resources_per_worker)
+    if t.zero_stage >= 0:
+        train["zero_stage"] = t.zero_stage
+    train.pop("global_batch_size", None)  # the trial's worker count differs from the recipe's
+    data["train"] = train
+    data["storage"] = storage.parse_uri(sweep_uri).join("trials").uri
+    return data
+
+
+def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One trial (runs in Tune's trial actor): the recipe with this trial's values -> pretrain -> objective."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from step_dist.train.config import PretrainConfig
+    from step_dist.train.trainer import pretrain
+
+    recipe = apply_params(ctx["recipe"], config)
+    recipe["name"] = ray.tune.get_context().get_trial_id()  # stable across Tune's restore: the run resumes
+    cfg = from_dict(PretrainConfig, recipe)
+    result = pretrain(cfg, verbose=False, callbacks=[TuneReportCallback()], report_every=ctx["report_every"])
+    if ctx["objective"]["kind"] == "probe_f1":
+        from step_dist.tune.objective import probe_f1
+
+        f1 = probe_f1(result.export_uri, **{k: v for k, v in ctx["objective"].items() if k != "kind"})
+        ray.tune.report({"probe_f1": f1, "step": int(result.metrics.get("step", cfg.train.max_steps))})
+
+
+def _scheduler(cfg: SweepConfig, max_steps: int):
+    if not cfg.asha.enabled:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # ASHA always ranks trials by the distillation loss it sees at every report; with probe_f1 that stops
+    # trials whose loss lags, and the probe decides among the ones that finish
+    return ASHAScheduler(time_attr="step", metric="distill_loss_avg", mode="min",
+                         max_t=cfg.asha.max_t or max_steps, grace_period=cfg.asha.grace_period,
+                         reduction_factor=cfg.asha.reduction_factor)
+
+
+def _searcher(cfg: SweepConfig):
+    if cfg.search != "optuna":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=cfg.seed)  # the same seed samples the same trials
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = OptunaSearch(metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
+    return ConcurrencyLimiter(s, max_concurrent=cfg.max_concurrent_trials)
+
+
+def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
+    """A new Tuner, or the interrupted one at the same storage (its finished trials kept, the rest resumed)."""
+    from ray import tune
+
+    from step_dist.train.config import PretrainConfig
+
+    pcfg = from_dict(PretrainConfig, recipe)
+    names = [t.name for t in pcfg.teachers]
+    sweep_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
+    fs, root = storage.arrow_filesystem(cfg.storage)
+    exp_path = storage.arrow_filesystem(sweep_uri)[1]
+    ctx = {"recipe": recipe, "report_every": cfg.report_every,
+           "objective": {"kind": cfg.objective.kind, "task": cfg.objective.task, "split": cfg.objective.split,
+                         "max_records_per_split": cfg.objective.max_records_per_split}}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial.driver_cpus})
+    if restore and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        print(f"[step-dist] resuming the sweep at {sweep_uri}", flush=True)
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=fs)
+    space = build_space(cfg.space, names, cfg.teacher_weights)
+    searcher = _searcher(cfg)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            scheduler=_scheduler(cfg, pcfg.train.max_steps),
+            search_alg=searcher,
+        ),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=root, storage_filesystem=fs, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = True) -> SweepResult:
+    import ray
+
+    from step_dist.train.config import PretrainConfig
+    from step_dist.train.trainer import ensure_target_cache
+    from step_dist.tune.results import write_outputs
+
+    t0 = time.time()
+    cfg.check()
+    recipe = base_recipe(cfg, sweep_file)
+    pcfg = from_dict(PretrainConfig, recipe)
+    pcfg.check()
+    check_space(recipe, cfg.space, [t.name for t in pcfg.teachers], cfg.teacher_weights)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    # the teachers run here, once, before any trial (a no-op when the cache already holds their targets)
+    ensure_target_cache(pcfg, verbose)
+    tuner = build_tuner(cfg, recipe)
+    if verbose:
+        print(f"[step-dist] sweep {cfg.name}: {cfg.num_samples} trial(s), {cfg.max_concurrent_trials} at a time, "
+              f"{cfg.search} search, objective {cfg.objective.kind} ({cfg.mode}), targets {pcfg.targets.cache}", flush=True)
+    grid = tuner.fit()
+    sweep_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
+    out = write_outputs(grid, cfg, recipe, sweep_uri, pcfg.train.max_steps)
+    return SweepResult(sweep_uri=sweep_uri, cache_uri=pcfg.targets.cache, wall_s=time.time() - t0, **out)
+
+
+def load_sweep(path: str, overrides: list[str] | None = None) -> SweepConfig:
+    from step_dist.config import load
+
+    cfg = load(SweepConfig, path, overrides)
+    if not isinstance(cfg.space, dict):
+        raise ConfigError(f"{path}: space must be a mapping of recipe keys to distributions")
+    return cfg
