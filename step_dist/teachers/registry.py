@@ -19,6 +19,7 @@ ADAPTERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "chronos": ("step_dist.teachers.adapters.chronos", "ChronosTeacher", "chronos", ("chronos",)),
     "ast": ("step_dist.teachers.adapters.hf_ast", "HFASTTeacher", "hf", ("transformers",)),
     "hf_timeseries": ("step_dist.teachers.adapters.hf_timeseries", "HFTimeSeriesTeacher", "hf", ("transformers",)),
+    "moment": ("step_dist.teachers.adapters.moment", "MomentTeacher", "moment", ("momentfm",)),
 }
 
 
