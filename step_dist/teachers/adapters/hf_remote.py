@@ -3,7 +3,9 @@
 Model code from a checkpoint runs only with ``trust_remote_code: true`` in the teacher config. Options:
 ``input_name`` (the forward argument taking the series; "input_values", Time-MoE: "input_ids"),
 ``rate_hz`` (native rate; absent = rate-free), ``context_length``, ``min_length``, ``family``,
-``default_scaling`` ("standardize" unless the model scales internally: then "none"), ``multichannel``.
+``default_scaling`` ("standardize" unless the model scales internally: then "none"), ``multichannel``,
+``auto_class`` (the transformers Auto class its auto_map names; default "AutoModel", Time-MoE:
+"AutoModelForCausalLM").
 """
 from __future__ import annotations
 
@@ -20,11 +22,15 @@ class HFRemoteTeacher(Teacher):
 
     def _load(self) -> None:
         check_remote_code(self, self.hf_config)
-        from transformers import AutoModel
+        import transformers
 
         o = self.cfg.options
+        auto = o.get("auto_class", "AutoModel")
+        if not str(auto).startswith("AutoModel") or not hasattr(transformers, auto):
+            raise TeacherError(f"teacher {self.name}: options.auto_class {auto!r} is not a transformers AutoModel* class "
+                               "(e.g. AutoModel, AutoModelForCausalLM: the key the checkpoint's auto_map uses)")
         try:
-            self.model = AutoModel.from_pretrained(self.local_dir, trust_remote_code=self.cfg.trust_remote_code,
+            self.model = getattr(transformers, auto).from_pretrained(self.local_dir, trust_remote_code=self.cfg.trust_remote_code,
                                                    **local_only()).to(self.device).eval()
         except Exception as e:  # noqa: BLE001 - transformers raises many types for bad folders
             raise load_error(self, e) from e
