@@ -137,8 +137,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 
     ledger = Ledger(run_dir, rank, enabled=t_cfg.account_records)
     preemption = PreemptionWatch(t_cfg.preemption_check_every)
-    if rank == 0 and ckpt is not None:
-        _record_restart(run_dir, state.step)
+    if rank == 0:
+        _record_restart(run_dir, state.step, resumed=ckpt is not None)
         ledger.forget_after(state.step)  # segments of checkpoints written after this one but never registered
     remote = storage.parse_uri(run_dir).is_remote
     local_out = tempfile.mkdtemp(prefix="step-dist-metrics-") if remote else storage.parse_uri(run_dir).path
@@ -164,6 +164,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
                 checkpoint_dir_name=f"checkpoint_{state.tag}",
             )
+            # report() returns once this rank's files are uploaded, but the controller registers the checkpoint
+            # later: a worker killed in between would restart from the previous one and lose two intervals.
+            # Wait until it is committed, so a failure after a checkpoint costs at most one interval.
+            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -263,9 +267,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     sync_outputs()
 
 
-def _record_restart(run_dir: str, resumed_step: int) -> None:
+def _record_restart(run_dir: str, resumed_step: int, resumed: bool) -> None:
     """Append to outputs/restarts.jsonl what a restart cost: the steps logged before the failure that the
-    resumed run trains again (read from metrics.jsonl before it is cut back to the checkpoint)."""
+    resumed run trains again (read from metrics.jsonl before it is cut back to the checkpoint). A first start
+    (no checkpoint, nothing logged) records nothing."""
     import json
 
     from step_dist import storage
@@ -275,6 +280,8 @@ def _record_restart(run_dir: str, resumed_step: int) -> None:
         last = max((int(json.loads(x).get("step", 0)) for x in data.decode().splitlines() if x.strip()), default=0)
     except FileNotFoundError:
         last = 0
+    if not resumed and last == 0:
+        return
     uri = run_dir.rstrip("/") + "/restarts.jsonl"
     try:
         before = storage.read_bytes(uri)
