@@ -1,0 +1,74 @@
+"""The distillation module: losses, alignment to each teacher's token count, masks for missing targets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from step_dist.distill import DistillationModule, DistillBatch, HeadConfig, build_loss, resample_tokens
+from step_dist.model import STEPEncoder, StudentConfig
+
+
+def test_when_predictions_equal_targets_then_every_loss_is_zero():
+    x = torch.randn(2, 5, 8)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    for spec in ("cosine", "mse", "smooth_l1", "cosine+mse"):
+        assert build_loss(spec)(x, x.clone(), mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_when_tokens_are_masked_then_they_do_not_count_in_the_loss():
+    pred, tgt = torch.zeros(1, 4, 3), torch.zeros(1, 4, 3)
+    tgt[0, 3] = 100.0  # garbage in the padded position
+    mask = torch.tensor([[True, True, True, False]])
+    assert build_loss("mse")(pred, tgt, mask).item() == 0.0
+
+
+def test_when_a_loss_name_is_unknown_then_the_error_lists_the_choices():
+    with pytest.raises(ValueError, match="cosine"):
+        build_loss("cosine+l7")
+
+
+def test_when_tokens_are_resampled_then_each_record_gets_its_teachers_count_and_constant_sequences_stay_constant():
+    tokens = torch.zeros(2, 6, 4)
+    tokens[0, :5] = 3.0  # record 0 has 5 real tokens, record 1 has 6
+    tokens[1] = torch.arange(6.0)[:, None]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    out = resample_tokens(tokens, mask, torch.tensor([9, 3]))
+    assert out.shape == (2, 9, 4)
+    assert torch.allclose(out[0], torch.full((9, 4), 3.0))
+    assert torch.all(out[1, 3:] == 0) and out[1, 0, 0] < out[1, 1, 0] < out[1, 2, 0]
+
+
+def _batch(counts_a, counts_b):
+    values = torch.randn(3, 2, 400)
+    lengths = torch.tensor([400, 250, 90])
+    cm = torch.tensor([[1, 1], [1, 0], [1, 1]], dtype=torch.bool)
+    rates = torch.tensor([100.0, 16000.0, 1.0])
+    ta, tb = torch.tensor(counts_a), torch.tensor(counts_b)
+    return DistillBatch(values, lengths, cm, rates,
+                        {"a": torch.randn(3, int(ta.max()), 16), "b": torch.randn(3, max(int(tb.max()), 1), 8)},
+                        {"a": ta, "b": tb})
+
+
+@pytest.mark.parametrize("align", ["resample", "forced"])
+def test_when_a_record_has_no_target_then_its_loss_term_ignores_it_and_gradients_reach_the_student(align):
+    torch.manual_seed(0)
+    student = STEPEncoder(StudentConfig.named("tiny"))
+    module = DistillationModule(student, [HeadConfig("a", 16, align=align), HeadConfig("b", 8, weight=0.5, loss="mse", align=align)])
+    terms = module(_batch([7, 0, 3], [0, 0, 0]))
+    assert torch.isfinite(terms["loss"])
+    assert terms["tokens/a"].item() == 10 and terms["tokens/b"].item() == 0
+    assert terms["loss/b"].item() == 0.0  # no record had a target for b
+    terms["loss"].backward()
+    # resampling keeps the learnt stride in the graph; a forced stride is fixed by the teacher (no MLP gradient)
+    trained = student.patching if align == "resample" else student
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters())
+    assert module.heads["b"].weight.grad is None or module.heads["b"].weight.grad.abs().sum() == 0
+
+
+def test_when_teacher_weights_change_then_the_total_is_their_weighted_sum():
+    torch.manual_seed(0)
+    student = STEPEncoder(StudentConfig.named("tiny"))
+    module = DistillationModule(student, [HeadConfig("a", 16, weight=2.0), HeadConfig("b", 8, weight=0.25)], penalty_weight=3.0)
+    t = module(_batch([5, 4, 3], [2, 2, 2]))
+    expected = 2.0 * t["loss/a"] + 0.25 * t["loss/b"] + 3.0 * t["penalty"]
+    assert t["loss"].item() == pytest.approx(expected.item(), rel=1e-6)

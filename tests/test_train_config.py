@@ -1,0 +1,84 @@
+"""Recipes fail before any worker starts, naming the key, when they cannot work."""
+from __future__ import annotations
+
+import pytest
+
+from step_dist.config import ConfigError
+from tests.pretrain_runs import load_tiny, overrides
+
+
+def _tiny(**kv):
+    return load_tiny(overrides(**{"data.train": "/tmp/somewhere", **kv}))
+
+
+def test_when_the_tiny_recipe_is_loaded_then_it_passes_its_checks():
+    cfg = _tiny()
+    cfg.check()
+    assert [t.name for t in cfg.teachers] == ["fracast", "crepe"]
+
+
+def test_when_a_key_is_unknown_then_the_error_names_it():
+    with pytest.raises(ConfigError, match="train.max_stepz"):
+        _tiny(**{"train.max_stepz": 3})
+
+
+def test_when_a_value_has_the_wrong_type_then_the_error_names_the_key():
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        _tiny(**{"train.max_steps": "many"})
+
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        ({"train.zero_stage": 4}, "train.zero_stage"),
+        ({"train.zero_stage": 0, "train.offload_optimizer": True}, "train.offload_optimizer"),
+        ({"train.precision": "bf16"}, "train.precision"),
+        ({"train.global_batch_size": 10}, "train.global_batch_size"),
+        ({"data.bucket_rows": 2}, "data.bucket_rows"),
+        ({"targets.mode": "cache"}, "targets.cache"),
+        ({"data.train": ""}, "data.train"),
+        ({"tracker": "wandb"}, "tracker"),
+    ],
+)
+def test_when_a_combination_is_impossible_then_check_names_the_key(sets, key):
+    cfg = _tiny(**sets)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg.check()
+
+
+def test_when_the_global_batch_matches_micro_batch_times_accumulation_times_workers_then_it_is_accepted():
+    _tiny(**{"train.global_batch_size": 4 * 2 * 2, "train.grad_accum": 2}).check()
+
+
+def test_when_the_storage_cannot_be_written_then_pretrain_fails_before_starting_workers(tmp_path):
+    from step_dist.storage import StorageError
+    from step_dist.train import pretrain
+    from tests.signal_factory import write_synthetic_shards
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    shards = write_synthetic_shards(str(tmp_path / "shards"), 4)
+    cfg = load_tiny(overrides(**{"data.train": shards, "storage": str(blocker)}))
+    with pytest.raises((StorageError, OSError)):
+        pretrain(cfg)
+
+
+def test_when_the_data_has_no_manifest_then_the_error_says_what_to_point_at(tmp_path):
+    from step_dist.train import pretrain
+
+    cfg = load_tiny(overrides(**{"data.train": str(tmp_path / "nothing"), "storage": str(tmp_path / "runs")}))
+    with pytest.raises(ConfigError, match="step-dist ingest"):
+        pretrain(cfg)
+
+
+def test_when_every_record_was_quarantined_at_ingest_then_pretrain_refuses_to_start(tmp_path):
+    from step_dist.signals.shards import ShardWriter
+    from step_dist.signals.validate import Quarantined
+    from step_dist.train import pretrain
+
+    w = ShardWriter(str(tmp_path / "shards"))
+    w.quarantine(Quarantined(uri="x.npy", reason="all NaN"))
+    w.close()
+    cfg = load_tiny(overrides(**{"data.train": str(tmp_path / "shards"), "storage": str(tmp_path / "runs")}))
+    with pytest.raises(ConfigError, match="no usable records"):
+        pretrain(cfg)
