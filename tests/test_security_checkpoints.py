@@ -111,3 +111,34 @@ def test_when_the_user_trusts_a_named_global_then_only_that_one_is_let_through(t
     with pytest.raises(UnsafeCheckpointError, match="datetime.date"):
         check_checkpoint_files(str(tmp_path))
     assert check_checkpoint_files(str(tmp_path), ("datetime.date",)) == 1
+
+
+_DEEPSPEED_SAVE = """
+import os, sys, torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+import torch.distributed as dist
+dist.init_process_group("gloo")
+import deepspeed
+m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+opt = torch.optim.AdamW(m.parameters())
+sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+cfg = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": int(sys.argv[2])},
+       "zero_allow_untested_optimizer": True, "gradient_clipping": 1.0}
+e, _, _, _ = deepspeed.initialize(model=m, optimizer=opt, lr_scheduler=sch, config=cfg, dist_init_required=False)
+e.backward(e(torch.randn(2, 8)).sum()); e.step()
+e.save_checkpoint(sys.argv[1], tag="step_00000001")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 3])
+def test_when_deepspeed_writes_a_real_checkpoint_then_the_scan_lets_it_through(tmp_path, stage):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, "-c", _DEEPSPEED_SAVE, str(tmp_path / "ds"), str(stage), str(port)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert check_checkpoint_files(str(tmp_path / "ds")) >= (1 if stage == 0 else 2)  # stage 0: one model file
