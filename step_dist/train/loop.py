@@ -159,8 +159,11 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             _export_student(engine.module.student, folder, rank, t_cfg.zero_stage)
             ledger.flush(state.step)
             sync_outputs()
+            quarantined = _quarantine_count(run_dir) if rank == 0 else 0
+            if rank == 0 and quarantined:
+                print(f"[step-dist] {quarantined} record(s)/shard(s) quarantined so far (see {run_dir}/quarantine)", flush=True)
             ray.train.report(
-                {**metrics, "step": state.step, "epoch": state.epoch},
+                {**metrics, "step": state.step, "epoch": state.epoch, "quarantined": float(quarantined)},
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
                 checkpoint_dir_name=f"checkpoint_{state.tag}",
             )
@@ -265,6 +268,13 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         save_checkpoint(last_metrics)
     tracker.close()
     sync_outputs()
+
+
+def _quarantine_count(run_dir: str) -> int:
+    """The running count of bad records and shards the pipeline has set aside in this run so far."""
+    from step_dist.data.pipeline import read_quarantine
+
+    return len(read_quarantine(run_dir.rstrip("/") + "/quarantine"))
 
 
 def _record_restart(run_dir: str, resumed_step: int, resumed: bool) -> None:
