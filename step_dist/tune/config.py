@@ -55,6 +55,7 @@ class SweepConfig:
     name: str = "sweep"
     storage: str = "runs/sweeps"  # local path or s3:// / gs://; the sweep lives in {storage}/{name}
     recipe: str = ""  # the base pretraining recipe (YAML path or URI; relative to the cwd or to this file)
+    data_train: str = ""  # the shard set every trial trains on ("" = the recipe's data.train, after `set`)
     set: list[str] = field(default_factory=list)
     space: dict[str, Any] = field(default_factory=dict)
     teacher_weights: str = "fixed"  # fixed: the recipe's (or the space's) | simplex: sampled, normalised

@@ -40,6 +40,8 @@ def _resolve_recipe(path: str, sweep_file: str | None) -> str:
 def base_recipe(cfg: SweepConfig, sweep_file: str | None = None) -> dict[str, Any]:
     """The recipe every trial starts from, as a mapping: base file + `set` + the sweep's cache and resources."""
     data = apply_overrides(load_yaml(_resolve_recipe(cfg.recipe, sweep_file)), cfg.set)
+    if cfg.data_train:
+        data = apply_overrides(data, [f"data.train={cfg.data_train}"])
     sweep_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
     targets = dict(data.get("targets") or {})
     if targets.get("mode") != "cache" or not targets.get("cache"):
