@@ -96,12 +96,12 @@ def _searcher(cfg: SweepConfig):
     if cfg.search != "optuna":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=cfg.seed)  # the same seed samples the same trials
-    from ray.tune.search import ConcurrencyLimiter
+        # the same seed samples the same trials; max_concurrent here, as Tune ignores max_concurrent_trials
+        # for a search generator passed in
+        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
     from ray.tune.search.optuna import OptunaSearch
 
-    s = OptunaSearch(metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
-    return ConcurrencyLimiter(s, max_concurrent=cfg.max_concurrent_trials)
+    return OptunaSearch(metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)  # Tune limits its concurrency
 
 
 def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
