@@ -18,7 +18,7 @@ import fsspec
 import pyarrow.fs as pafs
 
 SUPPORTED_SCHEMES = ("s3", "gs", "gcs", "file", "")
-S3_RETRY_ATTEMPTS = 8  # pyarrow S3 calls (see arrow_filesystem)
+S3_RETRY_ATTEMPTS = 7  # pyarrow S3 calls: jittered exponential backoff, ~10-40 s of outage ridden out
 
 T = TypeVar("T")
 
@@ -100,14 +100,31 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             kwargs["region"] = region
-        # 8 attempts with the SDK's capped exponential backoff ride out ~13 s of store outage (Ray Train's checkpoint
-        # uploads and Ray Data's reads go through this filesystem); a longer outage fails the call with the
-        # store's error, which the trainer turns into a message naming the run and its last checkpoint.
-        retry = pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS)
-        return pafs.S3FileSystem(**kwargs, retry_strategy=retry), loc.path
+        return RetryingS3FileSystem(**kwargs), loc.path
     if loc.scheme == "gs":
         return pafs.GcsFileSystem(), loc.path
     return pafs.LocalFileSystem(), loc.path
+
+
+def _rebuild_s3(kwargs: dict) -> "RetryingS3FileSystem":
+    return RetryingS3FileSystem(**kwargs)
+
+
+class RetryingS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem with a longer retry budget that survives pickling.
+
+    Ray Train ships RunConfig.storage_filesystem to its controller and workers by pickling it, and a plain
+    S3FileSystem comes back with the default 3-attempt retries (the strategy is not part of its pickled
+    state): checkpoint uploads and the controller's checkpoint registry then fail on a store hiccup of a
+    second or two. This subclass rebuilds itself with the same retries wherever it lands; credentials are
+    never part of its state (they come from the environment of each process)."""
+
+    def __init__(self, **kwargs):
+        self._kwargs = dict(kwargs)
+        super().__init__(**kwargs, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS))
+
+    def __reduce__(self):
+        return (_rebuild_s3, (self._kwargs,))
 
 
 def fsspec_filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -86,3 +86,24 @@ def test_when_a_uri_with_a_password_is_refused_then_the_error_does_not_repeat_th
         with pytest.raises(storage.StorageError) as err:
             storage.parse_uri(bad)
         assert "hunter2" not in str(err.value)
+
+
+def test_when_ray_ships_the_s3_filesystem_to_a_worker_then_it_still_rides_out_a_short_outage(s3_server, s3_bucket):
+    """Ray Train pickles RunConfig.storage_filesystem; the copy must keep the long retry budget (a plain
+    pyarrow S3FileSystem comes back with 3 attempts and fails within a second)."""
+    import pickle
+    import threading
+
+    from tests.fault_injection import start_moto, stop_moto
+
+    storage.write_bytes(f"{s3_bucket}/ckpt/a.txt", b"x")
+    fs, path = storage.arrow_filesystem(f"{s3_bucket}/ckpt/a.txt")
+    shipped = pickle.loads(pickle.dumps(fs))
+    stop_moto(s3_server)
+    back = threading.Timer(3.0, start_moto, args=(s3_server,))
+    back.start()
+    try:
+        info = shipped.get_file_info(path)  # issued while the store refuses connections
+    finally:
+        back.join()
+    assert info.size == 1
