@@ -80,6 +80,13 @@ def ensure_target_cache(cfg: PretrainConfig, verbose: bool = True) -> None:
                                          pools={t.name: pools[t.name] for t in missing}))
 
 
+def local_ray_cpus(cfg: PretrainConfig) -> int:
+    """Logical CPUs for a Ray started here: every train worker, every teacher actor and the data tasks must fit
+    at once, or the run waits forever for resources on a 2-core laptop. Over-subscribing cores is fine on CPU."""
+    needed = cfg.train.num_workers + sum(int(te.pool.size * max(te.pool.num_cpus, 1)) for te in cfg.teachers) + 3
+    return max(os.cpu_count() or 1, needed)
+
+
 def _check_storage_writable(outputs_uri: str) -> None:
     probe = outputs_uri.rstrip("/") + "/.write-test"
     try:
@@ -136,7 +143,8 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     n_records = _check_data(cfg)
     storage.write_bytes(outputs_uri + "/config.yaml", dump_yaml(cfg).encode())
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+        address = os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, num_cpus=None if address else local_ray_cpus(cfg))
 
     if cfg.targets.mode == "cache":
         ensure_target_cache(cfg, verbose)
