@@ -31,8 +31,6 @@ def _step(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-
     from step_dist.config import load
     from step_dist.evaluate.config import EvaluateConfig
     from step_dist.evaluate.runner import evaluate
@@ -56,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     t = _step("2/3 distillation pretraining (Ray Train + DeepSpeed, CPU)")
     cfg = load_config(args.config, [f"data.train={index['pretrain']}", f"storage={out.join('runs').uri}",
                                     f"targets.cache={out.join('targets').uri}", *args.overrides])
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, num_cpus=None if os.environ.get("RAY_ADDRESS") else max(8, os.cpu_count() or 2))
     result = pretrain(cfg)
     t_train = time.time() - t
     print(f"pretraining done in {t_train:.0f} s; export: {result.export_uri}")
