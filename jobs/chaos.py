@@ -134,7 +134,9 @@ def run_fault(fault: str, server, tmp: str) -> dict:
                 raise
             start_moto(server)
             msg = str(e)
-            last = msg.split("last registered checkpoint is ")[-1].split(";")[0]
+            from step_dist.train.faults import last_registered_checkpoint
+
+            last = last_registered_checkpoint(f"{root}/runs/{fault}")
             state = json.loads(storage.read_bytes(last + "/trainer_state.json"))
             logged = max_logged_step(outputs)
             from step_dist.train.ledger import account, expected_views, read_ledger

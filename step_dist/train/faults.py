@@ -74,12 +74,33 @@ def is_storage_outage(error: BaseException) -> bool:
     return any(s in text for s in _UNREACHABLE)
 
 
+def last_registered_checkpoint(run_uri: str) -> str | None:
+    """The newest checkpoint Ray Train registered for a run (from its checkpoint_manager_snapshot.json), or
+    None when there is none or the store cannot be read. Only registered checkpoints are ever resumed from."""
+    import json
+
+    from step_dist import storage
+
+    try:
+        snap = json.loads(storage.with_retries(
+            lambda: storage.fsspec_filesystem(run_uri)[0].cat_file(
+                storage.parse_uri(run_uri.rstrip("/") + "/checkpoint_manager_snapshot.json").path),
+            "reading the checkpoint registry", attempts=1))
+    except Exception:  # noqa: BLE001 - best effort: the store may be the thing that is down
+        return None
+    latest = snap.get("latest_checkpoint_result") or {}
+    name = latest.get("checkpoint_dir_name")
+    return f"{run_uri.rstrip('/')}/{name}" if name else None
+
+
 def explain_failure(error: BaseException, run_uri: str, last_checkpoint: str | None, max_failures: int) -> BaseException:
     """The error a user sees when ``trainer.fit()`` failed: a storage outage becomes StorageUnavailable naming
     the store, the last checkpoint and how to resume; anything else is returned unchanged."""
     if not is_storage_outage(error):
         return error
-    where = last_checkpoint or "none yet (the run had not reached its first checkpoint)"
+    where = last_checkpoint or last_registered_checkpoint(run_uri) or (
+        f"the newest one listed in {run_uri}/checkpoint_manager_snapshot.json (the store could not be read to "
+        "name it)")
     first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     return StorageUnavailable(
         f"the run's storage at {run_uri} stayed unreachable after retries (train.max_failures={max_failures} "
