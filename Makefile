@@ -9,6 +9,9 @@ EXTRAS ?= demo,hf,chronos,sweep,test
 # CPU build of torch where no NVIDIA GPU is present (CI, laptops); the default index build on GPU machines.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4,<2.15" || echo "torch==2.13.0")
 
+# `python` and `ray` of the project's environment first (Ray job drivers and workers start `python`).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
 # Keep Ray, botocore and the Hugging Face hub on this machine only (see README, "offline by design").
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export AWS_EC2_METADATA_DISABLED ?= true
