@@ -75,7 +75,8 @@ def test_when_the_store_stays_down_then_the_run_fails_clearly_and_its_last_check
     assert last is not None and last.startswith(f"{s3_bucket}/runs/down/checkpoint_step_")
 
     state = json.loads(storage.read_bytes(last + "/trainer_state.json"))
-    assert last.endswith(f"checkpoint_step_{state['step']:08d}") and state["step"] >= 2
+    # the outage may cut the registration of the step-2 checkpoint short: then step 1 is the one to resume
+    assert last.endswith(f"checkpoint_step_{state['step']:08d}") and state["step"] >= 1
     local = storage.local_copy(last, cache_dir=str(tmp_path / "dl"))
     assert os.path.exists(os.path.join(local, "deepspeed", f"step_{state['step']:08d}", "mp_rank_00_model_states.pt"))
     assert check_checkpoint_files(local) >= 1
