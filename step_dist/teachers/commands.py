@@ -56,7 +56,12 @@ def run_cache_targets(cfg: CacheTargetsConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"pools given for unknown teachers {unknown}; teachers are {names}")
     if not ray.is_initialized():
-        ray.init(address=cfg.ray_address or None)
+        import os
+
+        address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+        # a Ray started here must fit every teacher pool plus the read and view tasks, or the run waits forever
+        needed = sum(cfg.pools.get(t.name, cfg.pool).size for t in cfg.teachers) + 3
+        ray.init(address=address, num_cpus=None if address else max(os.cpu_count() or 1, needed))
     fps = {t.name: fingerprint(t) for t in cfg.teachers}  # before any work: a bad checkpoint fails fast
 
     # the same validated views the training pipeline makes (bad records set aside with their reason), so the

@@ -153,7 +153,11 @@ def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = T
     pcfg.check()
     check_space(recipe, cfg.space, [t.name for t in pcfg.teachers], cfg.teacher_weights)
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+        from step_dist.train.trainer import local_ray_cpus
+
+        address = os.environ.get("RAY_ADDRESS") or None
+        # a Ray started here must fit the teacher pools (cache build) and every concurrent trial at once
+        ray.init(address=address, num_cpus=None if address else local_ray_cpus(pcfg) * max(1, cfg.max_concurrent_trials))
     # the teachers run here, once, before any trial (a no-op when the cache already holds their targets)
     ensure_target_cache(pcfg, verbose)
     tuner = build_tuner(cfg, recipe)
