@@ -26,9 +26,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def deepspeed_config(cfg, bf16: bool) -> dict[str, Any]:
+def effective_zero_stage(train_cfg, world_size: int) -> int:
+    """ZeRO shards state across ranks: with one rank there is nothing to shard, and stages 1-3 only add
+    bookkeeping (~50 ms a step for the tiny student, measured in jobs/bench_pipeline.py). One worker therefore
+    runs stage 0 unless it offloads optimizer state to CPU (which needs stage >= 1)."""
+    if world_size == 1 and not train_cfg.offload_optimizer:
+        return 0
+    return train_cfg.zero_stage
+
+
+def deepspeed_config(cfg, bf16: bool, world_size: int = 2) -> dict[str, Any]:
     t = cfg.train
-    zero: dict[str, Any] = {"stage": t.zero_stage}
+    zero: dict[str, Any] = {"stage": effective_zero_stage(t, world_size)}
     if t.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     return {
@@ -111,7 +120,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, o_cfg.warmup_steps, t_cfg.max_steps, o_cfg.min_lr_ratio)
     )
-    ds_cfg = deepspeed_config(cfg, bf16)
+    ds_cfg = deepspeed_config(cfg, bf16, world)
+    zero_stage = ds_cfg["zero_optimization"]["stage"]
     ds_cfg["gradient_clipping"] = o_cfg.grad_clip
     engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg, dist_init_required=False
@@ -156,7 +166,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         try:
             engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag=state.tag)
             write_worker_files(folder, state, rank)
-            _export_student(engine.module.student, folder, rank, t_cfg.zero_stage)
+            _export_student(engine.module.student, folder, rank, zero_stage)
             ledger.flush(state.step)
             sync_outputs()
             quarantined = _quarantine_count(run_dir) if rank == 0 else 0
@@ -206,7 +216,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             # stages 0-1 keep whole gradients on every rank: measure them before step() clears them
-            local_norm = _local_grad_norm(engine.module) if boundary and t_cfg.zero_stage < 2 else None
+            local_norm = _local_grad_norm(engine.module) if boundary and zero_stage < 2 else None
             engine.step()
             ledger.add(state.epoch, rows)
             window["samples"] += len(rows)
