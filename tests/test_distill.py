@@ -72,3 +72,20 @@ def test_when_teacher_weights_change_then_the_total_is_their_weighted_sum():
     t = module(_batch([5, 4, 3], [2, 2, 2]))
     expected = 2.0 * t["loss/a"] + 0.25 * t["loss/b"] + 3.0 * t["penalty"]
     assert t["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_when_a_teacher_saw_only_the_head_of_a_view_then_only_the_students_tokens_of_that_head_are_aligned():
+    tokens = torch.arange(8.0)[None, :, None].repeat(1, 1, 2)  # token i holds the value i
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    head_only = resample_tokens(tokens, mask, torch.tensor([4]), coverage=torch.tensor([0.5]))
+    assert torch.equal(head_only[0, :, 0], torch.arange(4.0))  # the first half, one to one
+    whole = resample_tokens(tokens, mask, torch.tensor([4]))
+    assert whole[0, -1, 0] > 5  # without coverage the last target token would describe the view's end
+
+
+def test_when_a_teacher_crops_to_one_second_then_coverage_follows_the_records_rate():
+    h = HeadConfig("crepe", 8, teacher_rate_hz=16000.0, teacher_context=16000, teacher_crops=True)
+    assert h.coverage(400, 100.0) == pytest.approx(0.25)  # 4 s of a 100 Hz record, the teacher saw 1 s
+    assert h.coverage(4000, 16000.0) == 1.0
+    assert HeadConfig("f", 8, teacher_context=1024, teacher_crops=True).coverage(4096, 1.0) == pytest.approx(0.25)
+    assert HeadConfig("g", 8, teacher_context=1024, teacher_crops=False).coverage(4096, 1.0) == 1.0

@@ -29,8 +29,9 @@ def bucketed_micro_batches(chunks: Iterable[dict[str, np.ndarray]], batch_size: 
             pending = pending[batch_size:]
 
 
-def collate(rows: list[dict], teacher_names: list[str]):
-    """Rows -> DistillBatch with zero padding and masks (values [B, C, L], targets [B, T, D])."""
+def collate(rows: list[dict], teacher_names: list[str], heads: dict | None = None):
+    """Rows -> DistillBatch with zero padding and masks (values [B, C, L], targets [B, T, D]); with the
+    HeadConfigs by name, also the fraction of each view each teacher saw (see HeadConfig.coverage)."""
     from step_dist.distill.module import DistillBatch
 
     b = len(rows)
@@ -52,4 +53,8 @@ def collate(rows: list[dict], teacher_names: list[str]):
                 tgt[i, : t[i]] = torch.from_numpy(np.frombuffer(r[f"t_{name}"], dtype="<f4").reshape(t[i], -1).copy())
         targets[name] = tgt
         counts[name] = torch.tensor(t, dtype=torch.long)
-    return DistillBatch(values, lengths, channel_mask, rates, targets, counts)
+    coverage = {}
+    for name, h in (heads or {}).items():
+        if h.teacher_crops and h.teacher_context:
+            coverage[name] = torch.tensor([h.coverage(ls[i], float(rates[i])) for i in range(b)], dtype=torch.float32)
+    return DistillBatch(values, lengths, channel_mask, rates, targets, counts, coverage)

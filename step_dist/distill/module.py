@@ -26,6 +26,18 @@ class HeadConfig:
     align: str = "resample"  # resample | forced
     hidden: int = 0  # 0: a linear head; >0: a two-layer MLP head of that width
     target_norm: str = "layer"  # layer: LayerNorm the targets (no affine) so teachers' scales compare; none
+    # What part of a view the teacher sees (filled from the teacher by the trainer): a teacher that crops its
+    # input to its context sees only the head of a long view, so the student is aligned to that head only.
+    teacher_rate_hz: float = 0.0  # the teacher's native rate (0: it takes samples as they come)
+    teacher_context: int = 0  # samples at the teacher's rate it sees at most (0: everything)
+    teacher_crops: bool = False  # context_policy == "crop"
+
+    def coverage(self, length: int, rate_hz: float) -> float:
+        """Fraction of a view of ``length`` samples at ``rate_hz`` that this teacher's targets describe."""
+        if not self.teacher_crops or not self.teacher_context or length <= 0:
+            return 1.0
+        at_teacher = length * (self.teacher_rate_hz / rate_hz if self.teacher_rate_hz and rate_hz > 0 else 1.0)
+        return min(1.0, self.teacher_context / max(at_teacher, 1e-9))
 
     def __post_init__(self) -> None:
         if self.align not in ("resample", "forced"):
@@ -45,6 +57,7 @@ class DistillBatch:
     sampling_rate_hz: torch.Tensor  # [B]
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, T, D]
     target_counts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] (0 = no target)
+    coverage: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] fraction of the view the teacher saw
 
     def to(self, device: torch.device | str) -> "DistillBatch":
         return DistillBatch(
@@ -54,6 +67,7 @@ class DistillBatch:
             self.sampling_rate_hz.to(device),
             {k: v.to(device) for k, v in self.targets.items()},
             {k: v.to(device) for k, v in self.target_counts.items()},
+            {k: v.to(device) for k, v in self.coverage.items()},
         )
 
 
@@ -84,16 +98,20 @@ class DistillationModule(nn.Module):
             counts = batch.target_counts[name]
             width = target.shape[1]
             mask = count_mask(counts, width) if width else counts.new_zeros(counts.shape[0], 0, dtype=torch.bool)
+            cover = batch.coverage.get(name)
             if h.align == "forced":
-                # a record without a target still needs a valid token count for the pass; it is masked out below
+                # the student reads only the part of the view the teacher saw, at the teacher's token count;
+                # a record without a target still needs a valid count for the pass and is masked out below
+                lengths = batch.lengths
+                if cover is not None:
+                    lengths = torch.clamp(torch.ceil(lengths.to(cover.dtype) * cover).long(), min=1)
                 forced = self.student(
-                    batch.values, batch.lengths, batch.channel_mask, batch.sampling_rate_hz,
+                    batch.values, lengths, batch.channel_mask, batch.sampling_rate_hz,
                     num_tokens=counts.clamp_min(1),
                 )
                 student_tokens = forced.tokens[:, :width]
-
             else:
-                student_tokens = resample_tokens(out.tokens, out.token_mask, counts)[:, :width]
+                student_tokens = resample_tokens(out.tokens, out.token_mask, counts, cover)[:, :width]
             if student_tokens.shape[1] < width:
                 student_tokens = F.pad(student_tokens, (0, 0, 0, width - student_tokens.shape[1]))
             pred = self.heads[name](student_tokens)

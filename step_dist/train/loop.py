@@ -186,6 +186,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     teacher_names = [h.name for h in heads]
+    heads_by_name = {h.name: h for h in heads}
     last_metrics: dict[str, float] = {}
     report_window: list[float] = []
     engine.train()
@@ -202,7 +203,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             window["wait"] += time.perf_counter() - t_wait
             if not _agree(rows is not None, device):
                 break
-            batch = collate(rows, teacher_names).to(device)
+            batch = collate(rows, teacher_names, heads_by_name).to(device)
             batch.values = batch.values.to(param_dtype)
             terms = engine(batch)
             loss = terms["loss"]

@@ -39,16 +39,19 @@ def _teacher_configs(cfg: PretrainConfig):
     return out
 
 
-def _teacher_dims(cfg: PretrainConfig) -> dict[str, int]:
-    """Each teacher's token width, asked of the teacher itself in a Ray task (not in the driver's memory)."""
+def _teacher_dims(cfg: PretrainConfig) -> dict[str, dict]:
+    """Each teacher's token width and what part of a view it sees (native rate, context, crop or not), asked of
+    the teacher itself in a Ray task (not in the driver's memory)."""
     import ray
 
     from step_dist.teachers import build_teacher
 
     # DEFAULT: outside any placement group of the caller (a Tune trial's holds only its driver's share)
     @ray.remote(num_cpus=1, scheduling_strategy="DEFAULT")
-    def dim_of(tcfg) -> int:
-        return int(build_teacher(tcfg).dim)
+    def dim_of(tcfg) -> dict:
+        t = build_teacher(tcfg)
+        return {"dim": int(t.dim), "teacher_rate_hz": float(t.native_rate_hz or 0.0),
+                "teacher_context": int(t.effective_context or 0), "teacher_crops": tcfg.context_policy == "crop"}
 
     tcfgs = _teacher_configs(cfg)
     return dict(zip([t.name for t in cfg.teachers], ray.get([dim_of.remote(t) for t in tcfgs])))
@@ -151,8 +154,8 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
 
     dims = _teacher_dims(cfg)
     heads = [
-        HeadConfig(name=te.name, dim=dims[te.name], weight=te.weight, loss=te.loss, align=te.align,
-                   hidden=te.hidden, target_norm=te.target_norm)
+        HeadConfig(name=te.name, weight=te.weight, loss=te.loss, align=te.align,
+                   hidden=te.hidden, target_norm=te.target_norm, **dims[te.name])
         for te in cfg.teachers
     ]
     quarantine_uri = outputs_uri + "/quarantine"
