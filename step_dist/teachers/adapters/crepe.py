@@ -67,7 +67,8 @@ def bin_to_hz(b: np.ndarray | float) -> np.ndarray:
 def frame_signal(x: np.ndarray) -> np.ndarray:
     """[n] -> [1 + n // HOP, WINDOW], centred (zero-padded by half a window), each frame normalised."""
     n = x.shape[0]
-    padded = np.pad(x.astype(np.float32), (WINDOW // 2, WINDOW // 2))
+    # float64 for the statistics: a frame of ~1e38 values overflows float32 sums (obspy ships such a trace)
+    padded = np.pad(x.astype(np.float64), (WINDOW // 2, WINDOW // 2))
     count = 1 + n // HOP
     idx = np.arange(count)[:, None] * HOP + np.arange(WINDOW)[None, :]
     frames = padded[idx]
