@@ -193,7 +193,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     while state.step < t_cfg.max_steps:
         chunks = shard.iter_batches(batch_size=cfg.data.bucket_rows, batch_format="numpy", prefetch_batches=2)
         micro = bucketed_micro_batches(chunks, cfg.data.batch_size)
-        for _ in range(state.micro_in_epoch):  # resume mid-epoch: the pipeline order is deterministic
+        # resume mid-epoch: the pipeline order is deterministic, so skip what the checkpoint already trained on
+        # (a checkpoint taken at the very end of an epoch skips all of it and moves on to the next epoch)
+        resumed_into_epoch = state.micro_in_epoch
+        for _ in range(resumed_into_epoch):
             next(micro, None)
         epoch_steps = 0
         window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
@@ -268,7 +271,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 save_checkpoint(m)
         if state.step >= t_cfg.max_steps:
             break
-        if epoch_steps == 0:
+        if epoch_steps == 0 and resumed_into_epoch == 0:
             raise RuntimeError(
                 "the training data produced no batch in a whole epoch: every record may have been quarantined "
                 f"(see {run_dir}/quarantine) or there are fewer views than data.batch_size x train.num_workers"
