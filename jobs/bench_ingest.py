@@ -25,7 +25,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
 
-FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "AKIABENCHFAKEKEY0000", "AWS_SECRET_ACCESS_KEY": "bench-fake-secret-not-real",
+FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "bench-fake-access-key", "AWS_SECRET_ACCESS_KEY": "bench-fake-secret-not-real",
              "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
