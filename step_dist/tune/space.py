@@ -12,7 +12,7 @@ from typing import Any
 
 from step_dist.config import ConfigError, from_dict
 
-WEIGHT_PREFIX = "teacher_weight_raw/"
+WEIGHT_PREFIX = "teacher_weight_raw:"  # no "/": Tune flattens search spaces on it (Optuna path)
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # keys whose change would need new teacher targets (the cache is keyed on the views and the teacher config)
 FROZEN = ("data.", "targets.", "name", "storage")
