@@ -42,6 +42,11 @@ def base_recipe(cfg: SweepConfig, sweep_file: str | None = None) -> dict[str, An
     data = apply_overrides(load_yaml(_resolve_recipe(cfg.recipe, sweep_file)), cfg.set)
     if cfg.data_train:
         data = apply_overrides(data, [f"data.train={cfg.data_train}"])
+    # trials run in Tune's own working directories: relative local paths must be made absolute here
+    section = dict(data.get("data") or {})
+    if section.get("train"):
+        section["train"] = storage.parse_uri(section["train"]).uri
+        data["data"] = section
     sweep_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
     targets = dict(data.get("targets") or {})
     if targets.get("mode") != "cache" or not targets.get("cache"):
