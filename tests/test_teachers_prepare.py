@@ -101,3 +101,17 @@ def test_when_the_same_view_is_prepared_twice_then_the_result_is_identical():
     a, b = t.prepare(x, 22050, "r"), t.prepare(x.copy(), 22050, "r")
     assert a.shape == (1, round(9000 * 16000 / 22050))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [1e-21, 1e-9, 1.0, 1e9])
+def test_when_a_signal_is_in_tiny_or_huge_units_then_standardizing_still_gives_unit_std(scale):
+    """Strain (~1e-21), ground velocity in m/s and counts (~1e9) all reach the teacher at unit variance: an
+    absolute epsilon on the variance (the audio extractors' 1e-7) would flatten the small ones towards zero."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 4000)) * scale + 3 * scale).astype(np.float32)
+    x[1] = np.float32(5 * scale)  # a flat channel stays zeros, never NaN
+    y = standardize(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[0].std(), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(y[0].mean(), 0.0, atol=1e-4)
+    assert np.all(y[1] == 0)

@@ -61,10 +61,14 @@ def select_channels(values: np.ndarray, mode: str, montage: list[str], channel_n
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
-    """Per-row zero mean, unit variance (what wav2vec2-style feature extractors do with do_normalize)."""
-    m = x.mean(axis=-1, keepdims=True)
-    v = x.var(axis=-1, keepdims=True)
-    return ((x - m) / np.sqrt(v + 1e-7)).astype(np.float32)
+    """Per-row zero mean, unit variance (what wav2vec2-style feature extractors do with do_normalize), whatever
+    the unit: computed in float64 with no absolute epsilon. The extractors' 1e-7 on the variance is sized for
+    audio in [-1, 1]; on strain (~1e-21), ground velocity in m/s or EEG in volts (variance ~1e-10) it would
+    flatten the signal towards zero. A flat row stays all zeros."""
+    x64 = np.asarray(x, dtype=np.float64)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)
+    std = centred.std(axis=-1, keepdims=True)
+    return np.ascontiguousarray(np.divide(centred, std, out=np.zeros_like(centred), where=std > 0), dtype=np.float32)
 
 
 def prepare_for(t: "Teacher", values: np.ndarray, rate_hz: float, record_id: str,

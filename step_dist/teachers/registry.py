@@ -20,6 +20,7 @@ ADAPTERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "ast": ("step_dist.teachers.adapters.hf_ast", "HFASTTeacher", "hf", ("transformers",)),
     "hf_timeseries": ("step_dist.teachers.adapters.hf_timeseries", "HFTimeSeriesTeacher", "hf", ("transformers",)),
     "moment": ("step_dist.teachers.adapters.moment", "MomentTeacher", "moment", ("momentfm",)),
+    "braindecode": ("step_dist.teachers.adapters.braindecode", "BraindecodeTeacher", "eeg", ("braindecode",)),
 }
 
 
