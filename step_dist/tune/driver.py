@@ -69,20 +69,25 @@ def base_recipe(cfg: SweepConfig, sweep_file: str | None = None) -> dict[str, An
 def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """One trial (runs in Tune's trial actor): the recipe with this trial's values -> pretrain -> objective."""
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from step_dist.train.config import PretrainConfig
     from step_dist.train.trainer import pretrain
+    from step_dist.tune.report import TrialReportCallback
 
     recipe = apply_params(ctx["recipe"], config)
     recipe["name"] = ray.tune.get_context().get_trial_id()  # stable across Tune's restore: the run resumes
     cfg = from_dict(PretrainConfig, recipe)
-    result = pretrain(cfg, verbose=False, callbacks=[TuneReportCallback()], report_every=ctx["report_every"])
-    if ctx["objective"]["kind"] == "probe_f1":
+    probe = ctx["objective"]["kind"] == "probe_f1"
+    # the workers' last report waits until the run has finished (ASHA stops a trial at its last step, which
+    # would cut off the run's outputs and the probe); probe_f1 is NaN until measured (step_dist/tune/report.py)
+    callback = TrialReportCallback({"probe_f1": float("nan")} if probe else None, hold_from_step=cfg.train.max_steps)
+    result = pretrain(cfg, verbose=False, callbacks=[callback], report_every=ctx["report_every"])
+    final = {**result.metrics, "step": int(result.metrics.get("step", cfg.train.max_steps))}
+    if probe:
         from step_dist.tune.objective import probe_f1
 
-        f1 = probe_f1(result.export_uri, **{k: v for k, v in ctx["objective"].items() if k != "kind"})
-        ray.tune.report({"probe_f1": f1, "step": int(result.metrics.get("step", cfg.train.max_steps))})
+        final["probe_f1"] = probe_f1(result.export_uri, **{k: v for k, v in ctx["objective"].items() if k != "kind"})
+    ray.tune.report(final)
 
 
 def _scheduler(cfg: SweepConfig, max_steps: int):
@@ -97,16 +102,38 @@ def _scheduler(cfg: SweepConfig, max_steps: int):
                          reduction_factor=cfg.asha.reduction_factor)
 
 
-def _searcher(cfg: SweepConfig):
+def _search(cfg: SweepConfig, space: dict[str, Any]):
+    """(search algorithm, the Tuner's param_space).
+
+    OptunaSearch gets the space at construction, not from the Tuner's param_space: Tuner.restore brings back
+    the searcher as pickled when the Tuner was made (tuner.pkl, which leaves param_space out), and only a
+    resume from a saved experiment state also restores what it learned later. When Tune cannot resume (it
+    logs "Failed to restore the run state" and restarts the experiment), a searcher that was given its space
+    through param_space has none and OptunaSearch.suggest raises "no search space has been defined". The
+    random search keeps its space in param_space, which build_tuner passes again on restore (without it a
+    restarted BasicVariantGenerator samples empty configs).
+    """
     if cfg.search != "optuna":
         from ray.tune.search import BasicVariantGenerator
 
         # the same seed samples the same trials; max_concurrent here, as Tune ignores max_concurrent_trials
         # for a search generator passed in
-        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials), space
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)  # Tune limits its concurrency
+    searcher = OptunaSearch(space=OptunaSearch.convert_search_space(space), metric=cfg.metric, mode=cfg.mode,
+                            seed=cfg.seed)
+    return searcher, None  # Tune limits its concurrency (max_concurrent_trials)
+
+
+def _has_experiment_state(fs, exp_path: str) -> bool:
+    """Whether Tune saved the experiment's state there (trials, searcher): what Tuner.restore resumes from."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    names = [os.path.basename(f.path) for f in fs.get_file_info(pafs.FileSelector(exp_path, allow_not_found=True))]
+    return bool(fnmatch.filter(names, "experiment_state-*.json"))
 
 
 def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
@@ -124,15 +151,21 @@ def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
            "objective": {"kind": cfg.objective.kind, "task": cfg.objective.task, "split": cfg.objective.split,
                          "max_records_per_split": cfg.objective.max_records_per_split}}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial.driver_cpus})
-    if restore and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-        print(f"[step-dist] resuming the sweep at {sweep_uri}", flush=True)
-        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                  storage_filesystem=fs)
     space = build_space(cfg.space, names, cfg.teacher_weights)
-    searcher = _searcher(cfg)
+    searcher, param_space = _search(cfg, space)
+    if restore and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        if _has_experiment_state(fs, exp_path):
+            print(f"[step-dist] resuming the sweep at {sweep_uri}", flush=True)
+            # trials, searcher and scheduler come back from the saved state; param_space as first given
+            return tune.Tuner.restore(exp_path, trainable=trainable, param_space=param_space,
+                                      resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+        # tuner.pkl is written when the Tuner is made, the experiment state at its first step: Tune would
+        # "restore" this one by restarting it, with the searcher as pickled and no param_space
+        print(f"[step-dist] the sweep at {sweep_uri} stopped before Tune saved any trial: starting it afresh",
+              flush=True)
     return tune.Tuner(
         trainable,
-        param_space=space,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent_trials,
@@ -160,9 +193,10 @@ def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = T
     if not ray.is_initialized():
         from step_dist.train.trainer import local_ray_cpus
 
-        address = os.environ.get("RAY_ADDRESS") or None
-        # a Ray started here must fit the teacher pools (cache build) and every concurrent trial at once
-        ray.init(address=address, num_cpus=None if address else local_ray_cpus(pcfg) * max(1, cfg.max_concurrent_trials))
+        from step_dist.ray_session import init_ray
+
+        # a local Ray must fit the teacher pools (cache build) and every concurrent trial at once
+        init_ray(local_ray_cpus(pcfg) * max(1, cfg.max_concurrent_trials))
     # the teachers run here, once, before any trial (a no-op when the cache already holds their targets)
     ensure_target_cache(pcfg, verbose)
     tuner = build_tuner(cfg, recipe)
