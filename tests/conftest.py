@@ -79,7 +79,10 @@ def _ray_session(s3_server):
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # address="local": always a fresh instance of this session's own, never a cluster another test (or another
+    # pytest-xdist worker) started with `ray start` on this machine
+    ray.init(address="local", num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=True,
+             configure_logging=False)
     yield
     ray.shutdown()
 
@@ -90,5 +93,5 @@ def ray_local(_ray_session):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=RAY_NUM_CPUS, include_dashboard=False, configure_logging=False)
     yield ray

@@ -161,8 +161,9 @@ def evaluate(
         raise ValueError(f"task names repeat ({names}): give each task a distinct name in the config")
     timings["load_tasks_s"] = time.perf_counter() - t0
 
-    if not ray.is_initialized():
-        ray.init()
+    from step_dist.ray_session import init_ray
+
+    init_ray()
     t0 = time.perf_counter()
     state_ref = ray.put({k: v.detach().cpu() for k, v in student.state_dict().items()})
     fixed_ref = ray.put(fixed_state) if fixed_state is not None else None

@@ -120,16 +120,9 @@ def _label_for(row: dict, labels: dict[str, str], used: set[str]) -> str | None:
 def ensure_ray(num_cpus: int | None = None):
     """A Ray to run on: the one already initialised, the cluster at RAY_ADDRESS when the user set it, else a
     new local instance (never whatever cluster happens to run on this machine)."""
-    import ray
+    from step_dist.ray_session import init_ray
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)
-        else:
-            # a local instance stays on loopback (Ray otherwise binds to the machine's outside address)
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    return ray
+    return init_ray(num_cpus, log_to_driver=False)
 
 
 def ingest(

@@ -58,10 +58,13 @@ def run_cache_targets(cfg: CacheTargetsConfig) -> dict[str, Any]:
     if not ray.is_initialized():
         import os
 
-        address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+        from step_dist.ray_session import init_ray
+
+        if cfg.ray_address:
+            os.environ["RAY_ADDRESS"] = cfg.ray_address
         # a Ray started here must fit every teacher pool plus the read and view tasks, or the run waits forever
         needed = sum(cfg.pools.get(t.name, cfg.pool).size for t in cfg.teachers) + 3
-        ray.init(address=address, num_cpus=None if address else max(os.cpu_count() or 1, needed))
+        init_ray(max(os.cpu_count() or 1, needed))
     fps = {t.name: fingerprint(t) for t in cfg.teachers}  # before any work: a bad checkpoint fails fast
 
     # the same validated views the training pipeline makes (bad records set aside with their reason), so the

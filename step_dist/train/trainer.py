@@ -146,8 +146,9 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     n_records = _check_data(cfg)
     storage.write_bytes(outputs_uri + "/config.yaml", dump_yaml(cfg).encode())
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, num_cpus=None if address else local_ray_cpus(cfg))
+        from step_dist.ray_session import init_ray
+
+        init_ray(local_ray_cpus(cfg))
 
     if cfg.targets.mode == "cache":
         ensure_target_cache(cfg, verbose)
