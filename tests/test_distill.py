@@ -89,3 +89,27 @@ def test_when_a_teacher_crops_to_one_second_then_coverage_follows_the_records_ra
     assert h.coverage(4000, 16000.0) == 1.0
     assert HeadConfig("f", 8, teacher_context=1024, teacher_crops=True).coverage(4096, 1.0) == pytest.approx(0.25)
     assert HeadConfig("g", 8, teacher_context=1024, teacher_crops=False).coverage(4096, 1.0) == 1.0
+
+
+def test_when_a_ragged_batch_is_resampled_at_once_then_each_record_equals_its_own_interpolate():
+    """The batched resampling must give, record by record, what F.interpolate(linear) gives on that record's
+    real (and covered) tokens: shrinking, stretching, equal counts, one token, and no target at all."""
+    import math
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    real = [7, 1, 12, 5, 9, 3]
+    counts = torch.tensor([3, 4, 12, 0, 20, 3])
+    cover = torch.tensor([1.0, 1.0, 0.4, 1.0, 0.75, 1.0])
+    tokens = torch.randn(len(real), 12, 5, dtype=torch.float64)
+    mask = torch.arange(12)[None, :] < torch.tensor(real)[:, None]
+    out = resample_tokens(tokens, mask, counts, coverage=cover)
+    assert out.shape == (len(real), 20, 5)
+    for i, n in enumerate(real):
+        n = min(n, max(1, math.ceil(float(cover[i]) * n - 1e-6)))
+        t = int(counts[i])
+        if t:
+            want = F.interpolate(tokens[i, :n].T[None], size=t, mode="linear", align_corners=False)[0].T
+            torch.testing.assert_close(out[i, :t], want)
+        assert torch.all(out[i, t:] == 0)

@@ -131,3 +131,23 @@ def test_when_run_under_bfloat16_autocast_then_stride_and_windows_stay_float32()
     assert torch.equal(low.n_tokens, ref.n_tokens) and torch.isfinite(low.pooled.float()).all()
     cos = torch.nn.functional.cosine_similarity(low.pooled.float(), ref.pooled, dim=-1)
     assert (cos > 0.95).all(), cos
+
+
+def test_when_attention_sees_a_single_key_then_the_shortcut_equals_full_attention_in_value_and_gradient():
+    """Attention over one key (the channel axis of single-channel records) skips the attention kernel; the
+    result and every gradient must be the ones the full softmax attention gives."""
+    from step_dist.model.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(dim=32, heads=4, dropout=0.0)
+    x = torch.randn(6, 1, 32)
+    short = attn(x, None)
+    short.square().sum().backward()
+    grads_short = {n: p.grad.clone() for n, p in attn.named_parameters()}
+    attn.zero_grad()
+    # the full path: the same module with the key repeated twice, where a mask hides the copy
+    full = attn(torch.cat([x, x], dim=1), torch.tensor([[True, False]] * 6))[:, :1]
+    full.square().sum().backward()
+    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-6)
+    for n, p in attn.named_parameters():
+        torch.testing.assert_close(grads_short[n], p.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {n}")

@@ -8,8 +8,6 @@ Two ways, chosen per teacher:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -20,21 +18,30 @@ def resample_tokens(tokens: torch.Tensor, token_mask: torch.Tensor, target_count
     tokens to target_counts[b] tokens (linear, align_corners=False: token centres map to token centres).
 
     ``coverage[b]`` in (0, 1]: the teacher saw only that leading fraction of the view, so only the student
-    tokens of that span (the first ceil(coverage * n) real tokens) are resampled."""
-    b, _, d = tokens.shape
+    tokens of that span (the first ceil(coverage * n) real tokens) are resampled.
+
+    The whole batch at once, with F.interpolate's arithmetic (source = (j + 0.5) * n / t - 0.5, clamped at 0,
+    blended with the next token): a loop of per-record interpolate calls cost a GPU sync and two kernels per
+    record, the largest device time of the base student's step after attention (jobs/bench_gpu.py --profile)."""
+    b, n_max, d = tokens.shape
     t_max = int(target_counts.max().item()) if b else 0
-    out = tokens.new_zeros(b, max(t_max, 1), d)
-    real = token_mask.sum(1)
-    for i in range(b):
-        t = int(target_counts[i])
-        n = int(real[i])
-        if coverage is not None:
-            n = min(n, max(1, math.ceil(float(coverage[i]) * n - 1e-6)))
-        if t == 0 or n == 0:
-            continue
-        seq = tokens[i, :n].transpose(0, 1).unsqueeze(0)  # [1, D, n]
-        out[i, :t] = F.interpolate(seq, size=t, mode="linear", align_corners=False)[0].transpose(0, 1)
-    return out
+    width = max(t_max, 1)
+    real = token_mask.sum(1).to(torch.float64)
+    if coverage is not None:
+        covered = torch.ceil(coverage.to(torch.float64).clamp(max=1.0) * real - 1e-6).clamp_min(1.0)
+        real = torch.minimum(real, covered)
+    counts = target_counts.to(torch.float64)
+    j = torch.arange(width, device=tokens.device, dtype=torch.float64)[None, :]
+    scale = real[:, None] / counts.clamp_min(1.0)[:, None]
+    src = ((j + 0.5) * scale - 0.5).clamp_min(0.0)
+    i0 = src.floor().clamp(max=(real[:, None] - 1).clamp_min(0.0))
+    frac = (src - i0).to(tokens.dtype)
+    i0 = i0.long()
+    i1 = torch.minimum(i0 + 1, (real[:, None] - 1).clamp_min(0).long())
+    pick = lambda idx: tokens.gather(1, idx.clamp(0, max(n_max - 1, 0))[:, :, None].expand(b, width, d))  # noqa: E731
+    out = pick(i0) * (1 - frac)[:, :, None] + pick(i1) * frac[:, :, None]
+    keep = (j < counts[:, None]) & (real[:, None] > 0)
+    return out * keep[:, :, None].to(out.dtype)
 
 
 def count_mask(counts: torch.Tensor, width: int) -> torch.Tensor:

@@ -53,6 +53,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """x [M, S, D]; key_mask [M, S] bool (True = real) or None."""
         m, s, d = x.shape
+        if s == 1 and not (self.training and self.dropout > 0):
+            # One key (e.g. attention across the channels of a single-channel batch): its softmax weight is
+            # exactly 1, so the output is the value projection and queries and keys get no gradient. Skipping
+            # the kernel matters on GPU: fused attention over millions of length-1 rows cost more than every
+            # matmul of the base student together (jobs/bench_gpu.py --profile base:64).
+            return self.out(F.linear(x, self.qkv.weight[2 * d:], self.qkv.bias[2 * d:]))
         q, k, v = self.qkv(x).view(m, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(
