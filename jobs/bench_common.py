@@ -166,6 +166,8 @@ def steady_rate(outputs_uri: str, warmup: int, key: str = "samples_per_s") -> di
            "median_step_rate": statistics.median(rates) if rates else None}
     if rows and "data_wait_frac" in rows[0]:
         out["data_wait_frac"] = statistics.mean(float(r["data_wait_frac"]) for r in rows)
+    if rows and "cpu_util" in rows[0]:
+        out["cpu_util"] = statistics.mean(float(r["cpu_util"]) for r in rows)
     if rows and "tokens_per_s" in rows[0]:
         toks = [float(r["tokens_per_s"]) for r in rows if float(r["tokens_per_s"]) > 0]
         out["tokens_per_s"] = len(toks) / sum(1 / x for x in toks) if toks else None

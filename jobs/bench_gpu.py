@@ -13,13 +13,21 @@ peaks for known devices are in PEAK_TFLOPS, --peak-tflops overrides). Teachers: 
 ``embed`` on ``--teacher-records`` random records, records/s and target tokens/s (embed only; prepare is CPU
 numpy and reported on its own). Every section is caught on its own, so one failure still leaves the others'
 figures in the JSON (written after each section).
+
+Student throughput is measured at each of ``--batches`` (MFU grows with the work per step: STEP caps tokens per
+record at n_max, so a batch of 16 one-second records is a small matrix problem for a 120M model). A length sweep
+(``--lengths``, batch 1) gives forward+backward time and peak memory against T on the device, with the log-log
+slope, as part 2 measures on CPU. ``--hf-teacher-sizes`` adds wav2vec2 at the published base size built from its
+config with random weights (no download: throughput depends on the architecture, not on the weights) and loaded
+through the hf_audio adapter, to size teacher GPUs against trainer GPUs for a real audio teacher.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import statistics
+import tempfile
 import sys
 import time
 import traceback
@@ -111,6 +119,119 @@ def bench_student(config: str, batch: int, length: int, channels: int, steps: in
     }
 
 
+def profile_step(config: str, batch: int, length: int, device, bf16: bool, out_dir: str, top: int = 15) -> dict:
+    """torch.profiler over 5 training steps: the operators that take the device's time, how many kernels a step
+    launches and how busy the device is (kernel time / wall time). Writes a Chrome trace beside the JSON."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from step_dist.distill.module import DistillationModule, DistillBatch, HeadConfig
+    from step_dist.model import STEPEncoder, StudentConfig
+
+    torch.manual_seed(0)
+    module = DistillationModule(STEPEncoder(StudentConfig.named(config)),
+                                [HeadConfig(name="teacher", dim=768, loss="cosine")]).to(device).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device.type == "cuda")
+    t_teacher = max(8, length // 160)
+    b = DistillBatch(values=torch.randn(batch, 1, length), lengths=torch.full((batch,), length),
+                     channel_mask=torch.ones(batch, 1, dtype=torch.bool), sampling_rate_hz=torch.full((batch,), 16000.0),
+                     targets={"teacher": torch.randn(batch, t_teacher, 768)},
+                     target_counts={"teacher": torch.full((batch,), t_teacher)}).to(device)
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            terms = module(b)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    n_steps = 5
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(n_steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / n_steps
+    trace = os.path.join(out_dir, f"profile_{config}_b{batch}.json")
+    prof.export_chrome_trace(trace)
+    events = prof.key_averages()
+    dev_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(events, key=lambda e: getattr(e, dev_attr, 0.0), reverse=True)[:top]
+    total_dev = sum(getattr(e, dev_attr, 0.0) for e in events) / n_steps / 1e6  # seconds per step
+    kernels = sum(e.count for e in events if getattr(e, "device_type", None) is not None
+                  and "cuda" in str(e.device_type).lower()) / n_steps
+    return {"config": config, "batch": batch, "length": length, "wall_s_per_step": wall,
+            "device_busy_s_per_step": total_dev, "device_busy_frac": total_dev / wall if wall else None,
+            "kernels_per_step": kernels, "trace": trace,
+            "top": [{"op": e.key, "calls_per_step": e.count / n_steps,
+                     "ms_per_step": getattr(e, dev_attr, 0.0) / n_steps / 1e3} for e in rows]}
+
+
+def bench_length(config: str, lengths: list[int], device, bf16: bool, repeats: int = 3) -> list[dict]:
+    """Forward+backward time and peak memory of one record of each length (batch 1, one channel)."""
+    import torch
+
+    from step_dist.distill.module import DistillationModule, DistillBatch, HeadConfig
+    from step_dist.model import STEPEncoder, StudentConfig
+
+    torch.manual_seed(0)
+    module = DistillationModule(STEPEncoder(StudentConfig.named(config)),
+                                [HeadConfig(name="teacher", dim=768, loss="cosine")]).to(device).train()
+    rows = []
+    for length in lengths:
+        t_teacher = max(8, min(length // 160, 1500))
+        b = DistillBatch(values=torch.randn(1, 1, length), lengths=torch.full((1,), length),
+                         channel_mask=torch.ones(1, 1, dtype=torch.bool), sampling_rate_hz=torch.full((1,), 16000.0),
+                         targets={"teacher": torch.randn(1, t_teacher, 768)},
+                         target_counts={"teacher": torch.full((1,), t_teacher)}).to(device)
+
+        def step() -> None:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                terms = module(b)
+            terms["loss"].backward()
+            module.zero_grad(set_to_none=True)
+
+        step()  # warm-up: kernels for this shape
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        rows.append({"config": config, "length": length, "step_s": bc.spread(times),
+                     "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None})
+    xs = [math.log(r["length"]) for r in rows]
+    ys = [math.log(r["step_s"]["median"]) for r in rows]
+    if len(rows) >= 2:
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        for r in rows:
+            r["slope_all"] = slope
+    return rows
+
+
+def wav2vec2_base_folder(root: str) -> dict:
+    """A teacher entry for wav2vec2 at the published base size (95M parameters), random weights, saved the way
+    the hub publishes it, so the hf_audio adapter loads it like a downloaded checkpoint."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    folder = os.path.join(root, "wav2vec2-base-random")
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+    return {"name": "wav2vec2_base", "kind": "hf_audio", "checkpoint": folder}
+
+
 def bench_teacher(tcfg: dict, n: int, seconds: float, batch: int) -> dict:
     import numpy as np
     import torch
@@ -142,14 +263,20 @@ def bench_teacher(tcfg: dict, n: int, seconds: float, batch: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="small,base")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batches", default="16,64", help="batch sizes measured for every student config")
+    p.add_argument("--lengths", default="1e3,1e4,1e5,1e6", help="length sweep (batch 1) of the first config; '' = skip")
+    p.add_argument("--hf-teacher-sizes", action="store_true", default=None,
+                   help="also wav2vec2 at base size, random weights (default: on with CUDA, off in --smoke)")
     p.add_argument("--length", type=int, default=16000, help="samples per record (1 s at 16 kHz)")
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--teachers", default=",".join(t["name"] for t in TEACHERS),
+                   help="which shipped teachers to measure (comma-separated)")
     p.add_argument("--teacher-records", type=int, default=64)
     p.add_argument("--teacher-seconds", type=float, default=5.0, help="record length for teachers, seconds at 16 kHz")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: looked up)")
+    p.add_argument("--profile", default="", help="CONFIG:BATCH to profile with torch.profiler (e.g. base:64)")
     p.add_argument("--out", default="bench_results")
     p.add_argument("--smoke", action="store_true", help="tiny config, fp32 on CPU, a few steps: checks the script")
     args = p.parse_args(argv)
@@ -157,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if args.smoke:
-        args.configs, args.batch, args.length, args.steps, args.warmup = "tiny", 2, 2048, 2, 1
-        args.teacher_records, args.teacher_seconds = 2, 0.25
+        args.configs, args.batches, args.length, args.steps, args.warmup = "tiny", "2", 2048, 2, 1
+        args.teacher_records, args.teacher_seconds, args.lengths = 2, 0.25, "1e3,4e3"
     bf16 = device.type == "cuda"
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or (peak_tflops(name) if device.type == "cuda" else None)
@@ -168,20 +295,61 @@ def main(argv: list[str] | None = None) -> int:
         return bc.write_result(args.out, "bench_gpu", result)
 
     print(f"[bench_gpu] device {name}, bf16 {bf16}, peak {peak} TFLOP/s", flush=True)
+    result["lengths"] = []
+    batches = [int(b) for b in args.batches.split(",") if b]
     for config in args.configs.split(","):
+        for batch in batches:
+            try:
+                r = bench_student(config, batch, args.length, args.channels, args.steps, args.warmup, device, bf16,
+                                  peak)
+                result["students"].append(r)
+                print(f"[bench_gpu] {config} batch {batch}: {r['samples_per_s']:.1f} samples/s, "
+                      f"{r['achieved_tflops']:.2f} TFLOP/s, MFU {bc.fmt(r['mfu'])}", flush=True)
+            except Exception as e:  # noqa: BLE001 - keep the other sections' figures
+                result["errors"].append({"section": f"student {config} batch {batch}",
+                                         "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]})
+                print(f"[bench_gpu] student {config} batch {batch} failed: {e}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            save()
+    lengths = [int(float(x)) for x in args.lengths.split(",") if x]
+    if lengths:
+        config = args.configs.split(",")[0]
         try:
-            r = bench_student(config, args.batch, args.length, args.channels, args.steps, args.warmup, device, bf16, peak)
-            result["students"].append(r)
-            print(f"[bench_gpu] {config}: {r['samples_per_s']:.1f} samples/s, {r['achieved_tflops']:.2f} TFLOP/s, "
-                  f"MFU {bc.fmt(r['mfu'])}", flush=True)
-        except Exception as e:  # noqa: BLE001 - keep the other sections' figures
-            result["errors"].append({"section": f"student {config}", "error": f"{type(e).__name__}: {e}",
+            result["lengths"] = bench_length(config, lengths, device, bf16)
+            print(f"[bench_gpu] length sweep {config}: slope {bc.fmt(result['lengths'][0].get('slope_all'))}",
+                  flush=True)
+        except Exception as e:  # noqa: BLE001
+            result["errors"].append({"section": "length sweep", "error": f"{type(e).__name__}: {e}",
                                      "trace": traceback.format_exc()[-2000:]})
-            print(f"[bench_gpu] student {config} failed: {e}", flush=True)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+            print(f"[bench_gpu] length sweep failed: {e}", flush=True)
         save()
-    for tcfg in TEACHERS:
+    result["profile"] = None
+    if args.profile:
+        pc, pb = args.profile.split(":")
+        try:
+            prof = profile_step(pc, int(pb), args.length, device, bf16, args.out)
+            result["profile"] = prof
+            print(bc.table(f"6d. profile of {pc} at batch {pb}: {bc.fmt(prof['wall_s_per_step'] * 1e3)} ms a step, "
+                           f"device busy {bc.fmt(prof['device_busy_frac'])} of it, "
+                           f"{bc.fmt(prof['kernels_per_step'])} kernels a step",
+                           ["op", "calls/step", "ms/step"],
+                           [[r["op"][:60], r["calls_per_step"], r["ms_per_step"]] for r in prof["top"]]), flush=True)
+        except Exception as e:  # noqa: BLE001
+            result["errors"].append({"section": "profile", "error": f"{type(e).__name__}: {e}",
+                                     "trace": traceback.format_exc()[-2000:]})
+            print(f"[bench_gpu] profile failed: {e}", flush=True)
+        save()
+    wanted = {t for t in args.teachers.split(",") if t}
+    teachers = [t for t in TEACHERS if t["name"] in wanted]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-gpu-")
+    if args.hf_teacher_sizes or (args.hf_teacher_sizes is None and device.type == "cuda" and not args.smoke):
+        try:
+            teachers.append(wav2vec2_base_folder(tmp.name))
+        except Exception as e:  # noqa: BLE001 - transformers missing: the shipped teachers still run
+            result["errors"].append({"section": "teacher wav2vec2_base", "error": f"{type(e).__name__}: {e}",
+                                     "trace": traceback.format_exc()[-2000:]})
+    for tcfg in teachers:
         try:
             r = bench_teacher(tcfg, args.teacher_records, args.teacher_seconds, 16)
             result["teachers"].append(r)
@@ -191,11 +359,18 @@ def main(argv: list[str] | None = None) -> int:
                                      "trace": traceback.format_exc()[-2000:]})
             print(f"[bench_gpu] teacher {tcfg['name']} failed: {e}", flush=True)
         save()
-    print(bc.table(f"6a. student training on {name} ({'bf16 autocast' if bf16 else 'fp32'}, batch {args.batch}, "
+    print(bc.table(f"6a. student training on {name} ({'bf16 autocast' if bf16 else 'fp32'}, "
                    f"T={args.length}, {args.channels} channel(s), {args.steps} timed steps)",
-                   ["config", "params", "samples/s", "tokens/s", "TFLOP/step", "TFLOP/s", "MFU", "peak GB"],
-                   [[r["config"], r["params"], r["samples_per_s"], r["student_tokens_per_s"], r["flops_per_step"] / 1e12,
-                     r["achieved_tflops"], r["mfu"], r["peak_mem_gb"]] for r in result["students"]]))
+                   ["config", "params", "batch", "samples/s", "tokens/s", "TFLOP/step", "TFLOP/s", "MFU", "peak GB"],
+                   [[r["config"], r["params"], r["batch"], r["samples_per_s"], r["student_tokens_per_s"],
+                     r["flops_per_step"] / 1e12, r["achieved_tflops"], r["mfu"], r["peak_mem_gb"]]
+                    for r in result["students"]]))
+    if result["lengths"]:
+        print(bc.table(f"6c. student forward+backward against length on {name} (batch 1, median of 3; log-log "
+                       f"slope {bc.fmt(result['lengths'][0].get('slope_all'))})",
+                       ["config", "T", "step ms", "spread", "peak GB"],
+                       [[r["config"], r["length"], r["step_s"]["median"] * 1e3, r["step_s"]["rel_spread"],
+                         r["peak_mem_gb"]] for r in result["lengths"]]))
     print(bc.table(f"6b. teacher inference ({args.teacher_records} records of {args.teacher_seconds} s at 16 kHz)",
                    ["teacher", "device", "records/s", "tokens/s", "prepare records/s"],
                    [[r["teacher"], r["device"], r["records_per_s"], r["tokens_per_s"], r["prepare_records_per_s"]]

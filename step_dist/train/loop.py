@@ -126,6 +126,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg, dist_init_required=False
     )
+    if world == 1 and zero_stage == 0:
+        # one rank: averaging gradients over a group of one copies every gradient into a flat buffer and back
+        # each step (~5% of a tiny student's CPU step, jobs/bench_pipeline.py) for nothing
+        engine.enable_backward_allreduce = False
     param_dtype = torch.bfloat16 if bf16 else torch.float32
 
     # resume: DeepSpeed state right after initialize (ZeRO-3 needs exactly that), then position and RNG
@@ -199,7 +203,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         for _ in range(resumed_into_epoch):
             next(micro, None)
         epoch_steps = 0
-        window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
+        window = _new_window()
         while state.step < t_cfg.max_steps:
             t_wait = time.perf_counter()
             rows = next(micro, None)
@@ -237,6 +241,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             keys = sorted(k for k in terms if k.startswith("loss") or k == "penalty")
             means = _mean_across_ranks([float(terms[k].detach()) for k in keys], device)
             elapsed = time.perf_counter() - window["t0"]
+            cpu = time.process_time() - window["cpu0"]
             totals = _sum_across_ranks([window["samples"], window["tokens"]], device)
             m = dict(zip(keys, means))
             m.update(
@@ -245,6 +250,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 samples_per_s=totals[0] / max(elapsed, 1e-9),
                 tokens_per_s=totals[1] / max(elapsed, 1e-9),
                 data_wait_frac=window["wait"] / max(elapsed, 1e-9),
+                # CPU seconds of this worker process per wall second: well under 1 on a CPU run means the
+                # process waited for a core (other processes) or for data; on GPU, near 1 means a CPU-bound loop
+                cpu_util=cpu / max(elapsed, 1e-9),
                 skipped_steps=float(state.skipped_steps),
                 epoch=float(state.epoch),
             )
@@ -254,7 +262,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             last_metrics = m
             if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
                 print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
-            window = {"t0": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0}
+            window = _new_window()
             is_ckpt = state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.max_steps
             if report_every:
                 report_window.append(m["distill_loss"])
@@ -282,6 +290,11 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         save_checkpoint(last_metrics)
     tracker.close()
     sync_outputs()
+
+
+def _new_window() -> dict[str, float]:
+    """Counters of one optimizer step's wall time, CPU time, data wait and work, for the step's metrics."""
+    return {"t0": time.perf_counter(), "cpu0": time.process_time(), "wait": 0.0, "samples": 0, "tokens": 0}
 
 
 def _quarantine_count(run_dir: str) -> int:
