@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.trials, args.steps, args.records, args.repeats, args.teacher = 2, 2, 16, 1, "crepe_tiny"
+        args.trials, args.steps, args.records, args.repeats, args.teacher = 1, 2, 16, 1, "crepe_tiny"
     teacher = TEACHERS[args.teacher]
     ray, started = bc.ensure_ray()
     tmp = tempfile.mkdtemp(prefix="bench-sweep-")

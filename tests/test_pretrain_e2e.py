@@ -74,8 +74,11 @@ def test_when_one_worker_runs_twice_with_one_seed_then_losses_match_and_a_killed
     from step_dist.train import pretrain
 
     shards = write_synthetic_shards(str(tmp_path / "shards"), 16, seed=3)
+    # three runs over the same views: the first builds a target cache the other two read (teacher determinism
+    # is the adapters' tests' subject; this one is the trainer's)
     common = {"storage": str(tmp_path / "runs"), "data.train": shards, "train.num_workers": 1,
-              "train.zero_stage": 0, "train.max_steps": 7, "train.checkpoint_every": 3}
+              "train.zero_stage": 0, "train.max_steps": 7, "train.checkpoint_every": 3,
+              "targets.mode": "cache", "targets.cache": str(tmp_path / "targets")}
     reference = losses(pretrain(load_tiny(overrides(name="ref", **common))).outputs_uri)
     assert sorted(reference) == list(range(1, 8))
 

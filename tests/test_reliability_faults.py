@@ -83,7 +83,9 @@ def test_when_a_half_uploaded_checkpoint_folder_is_left_behind_then_the_rerun_re
 
     from step_dist.train import pretrain
 
-    common = _common(tmp_path, **{"train.checkpoint_every": 2})
+    # the subject is the checkpoint, not the teachers: the first run builds a target cache the rerun reads
+    common = _common(tmp_path, **{"train.checkpoint_every": 2, "targets.mode": "cache",
+                                  "targets.cache": str(tmp_path / "targets")})
     first = pretrain(load_tiny(overrides(name="half", **{**common, "train.max_steps": 2})))
     assert first.checkpoint_uri.endswith("checkpoint_step_00000002")
     run = tmp_path / "runs" / "half"
