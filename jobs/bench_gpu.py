@@ -53,10 +53,10 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def bench_student(config: str, batch: int, length: int, channels: int, steps: int, warmup: int, device, bf16: bool,
-                  peak: float | None) -> dict:
+def training_step(config: str, batch: int, length: int, channels: int, device, bf16: bool, max_teacher_tokens=None):
+    """(student, module, batch, step): the STEP student with one linear head to a 768-wide teacher (cosine loss),
+    AdamW, random records; step() runs one optimizer step under bf16 autocast (when asked) and returns the loss."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from step_dist.distill.module import DistillationModule, DistillBatch, HeadConfig
     from step_dist.model import STEPEncoder, StudentConfig
@@ -66,7 +66,7 @@ def bench_student(config: str, batch: int, length: int, channels: int, steps: in
     dim = 768
     module = DistillationModule(student, [HeadConfig(name="teacher", dim=dim, loss="cosine")]).to(device).train()
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device.type == "cuda")
-    t_teacher = max(8, length // 160)  # e.g. one token per 10 ms at 16 kHz
+    t_teacher = max(8, min(length // 160, max_teacher_tokens or length))  # e.g. one token per 10 ms at 16 kHz
     batch_data = DistillBatch(
         values=torch.randn(batch, channels, length), lengths=torch.full((batch,), length),
         channel_mask=torch.ones(batch, channels, dtype=torch.bool), sampling_rate_hz=torch.full((batch,), 16000.0),
@@ -83,6 +83,17 @@ def bench_student(config: str, batch: int, length: int, channels: int, steps: in
         opt.zero_grad(set_to_none=True)
         return terms["loss"].detach()
 
+    return student, module, batch_data, step
+
+
+def bench_student(config: str, batch: int, length: int, channels: int, steps: int, warmup: int, device, bf16: bool,
+                  peak: float | None) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    student, module, batch_data, step = training_step(config, batch, length, channels, device, bf16)
+    t_teacher = int(batch_data.target_counts["teacher"][0])
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -94,7 +105,7 @@ def bench_student(config: str, batch: int, length: int, channels: int, steps: in
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             terms = module(batch_data)
         terms["loss"].backward()
-    opt.zero_grad(set_to_none=True)
+    module.zero_grad(set_to_none=True)
     flops = float(fc.get_total_flops())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -125,26 +136,7 @@ def profile_step(config: str, batch: int, length: int, device, bf16: bool, out_d
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from step_dist.distill.module import DistillationModule, DistillBatch, HeadConfig
-    from step_dist.model import STEPEncoder, StudentConfig
-
-    torch.manual_seed(0)
-    module = DistillationModule(STEPEncoder(StudentConfig.named(config)),
-                                [HeadConfig(name="teacher", dim=768, loss="cosine")]).to(device).train()
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device.type == "cuda")
-    t_teacher = max(8, length // 160)
-    b = DistillBatch(values=torch.randn(batch, 1, length), lengths=torch.full((batch,), length),
-                     channel_mask=torch.ones(batch, 1, dtype=torch.bool), sampling_rate_hz=torch.full((batch,), 16000.0),
-                     targets={"teacher": torch.randn(batch, t_teacher, 768)},
-                     target_counts={"teacher": torch.full((batch,), t_teacher)}).to(device)
-
-    def step() -> None:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            terms = module(b)
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    _, _, _, step = training_step(config, batch, length, 1, device, bf16)
 
     for _ in range(3):
         step()
@@ -175,29 +167,12 @@ def profile_step(config: str, batch: int, length: int, device, bf16: bool, out_d
 
 
 def bench_length(config: str, lengths: list[int], device, bf16: bool, repeats: int = 3) -> list[dict]:
-    """Forward+backward time and peak memory of one record of each length (batch 1, one channel)."""
+    """Time and peak memory of one training step on one record of each length (batch 1, one channel)."""
     import torch
 
-    from step_dist.distill.module import DistillationModule, DistillBatch, HeadConfig
-    from step_dist.model import STEPEncoder, StudentConfig
-
-    torch.manual_seed(0)
-    module = DistillationModule(STEPEncoder(StudentConfig.named(config)),
-                                [HeadConfig(name="teacher", dim=768, loss="cosine")]).to(device).train()
     rows = []
     for length in lengths:
-        t_teacher = max(8, min(length // 160, 1500))
-        b = DistillBatch(values=torch.randn(1, 1, length), lengths=torch.full((1,), length),
-                         channel_mask=torch.ones(1, 1, dtype=torch.bool), sampling_rate_hz=torch.full((1,), 16000.0),
-                         targets={"teacher": torch.randn(1, t_teacher, 768)},
-                         target_counts={"teacher": torch.full((1,), t_teacher)}).to(device)
-
-        def step() -> None:
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                terms = module(b)
-            terms["loss"].backward()
-            module.zero_grad(set_to_none=True)
-
+        _, _, _, step = training_step(config, 1, length, 1, device, bf16, max_teacher_tokens=1500)
         step()  # warm-up: kernels for this shape
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -366,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                      r["flops_per_step"] / 1e12, r["achieved_tflops"], r["mfu"], r["peak_mem_gb"]]
                     for r in result["students"]]))
     if result["lengths"]:
-        print(bc.table(f"6c. student forward+backward against length on {name} (batch 1, median of 3; log-log "
+        print(bc.table(f"6c. student training step against length on {name} (batch 1, median of 3; log-log "
                        f"slope {bc.fmt(result['lengths'][0].get('slope_all'))})",
                        ["config", "T", "step ms", "spread", "peak GB"],
                        [[r["config"], r["length"], r["step_s"]["median"] * 1e3, r["step_s"]["rel_spread"],
