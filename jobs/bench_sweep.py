@@ -28,15 +28,6 @@ import bench_common as bc  # noqa: E402
 import bench_pipeline as bp  # noqa: E402
 
 
-def tune_driver_ready() -> bool:
-    """True when step_dist.tune exposes a sweep driver (then a Tune-driven variant could replace this one)."""
-    try:
-        import step_dist.tune as tune  # noqa: F401
-    except ImportError:
-        return False
-    return bool([n for n in getattr(tune, "__all__", []) if "sweep" in n.lower()])
-
-
 TEACHERS = {
     "crepe_full": {"name": "crepe", "model": {"kind": "crepe", "checkpoint": "builtin", "variant": "full",
                                               "max_context": 2048},
@@ -88,16 +79,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"(per trial {[round(x, 1) for x in r['trial_s']]}; load {r['load_avg']:.1f})", flush=True)
         walls = {v: bc.spread(r["wall_s"] for r in rs) for v, rs in runs.items()}
         ratio = bc.spread(o["wall_s"] / c["wall_s"] for o, c in zip(runs["online"], runs["shared_cache"]))
-        ready = tune_driver_ready()
         print(bc.table(f"3. {args.trials}-trial sweep, {args.steps} steps per trial, 1 worker, teacher {args.teacher} "
-                       f"({'emulated: sequential pretrain() runs' if not ready else 'sequential pretrain() runs'})",
+                       "(emulated: sequential pretrain() runs)",
                        ["variant", "sweep wall s (median)", "spread +-", "first trial s", "later trials s (mean)"],
                        [[v, walls[v]["median"], walls[v]["rel_spread"], rs[0]["trial_s"][0],
                          (sum(rs[0]["trial_s"][1:]) / max(len(rs[0]["trial_s"]) - 1, 1)) if len(rs[0]["trial_s"]) > 1 else None]
                         for v, rs in runs.items()]))
         print(f"online / shared_cache wall time = {bc.fmt(ratio['median'])}")
         path = bc.write_result(args.out, "bench_sweep", {
-            "args": vars(args), "teacher": teacher, "tune_driver_ready": ready,
+            "args": vars(args), "teacher": teacher,
             "method": "N sequential step_dist.train.pretrain runs (Ray Tune driver not used)",
             "variants": walls, "runs": runs, "ratio_online_over_cache": ratio,
         })

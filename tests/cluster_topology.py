@@ -11,6 +11,7 @@ node type of a cluster can host.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -244,3 +245,24 @@ def local_node_args(
             "resources": {k: float(v) for k, v in node.custom_resources.items()},
         }
     return out
+
+
+@contextlib.contextmanager
+def local_cluster(node_args: dict[str, dict[str, Any]], roles: tuple[str, ...] = ("teacher", "trainer")):
+    """A real multi-node Ray (ray.cluster_utils) from ``local_node_args``: head plus one node per role, this
+    process connected to it; everything shut down afterwards (the session's own Ray restarts on demand)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args=node_args["head"])
+    try:
+        for role in roles:
+            cluster.add_node(**node_args[role])
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

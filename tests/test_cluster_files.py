@@ -292,19 +292,10 @@ def test_when_the_readme_or_rayjob_names_repository_files_then_they_exist():
 
 @pytest.mark.slow  # three Ray nodes on 2 cores: ~20 s
 def test_when_the_topology_helper_reads_a_launcher_yaml_then_ray_cluster_utils_starts_those_nodes():
-    from ray.cluster_utils import Cluster
-
     args = ct.local_node_args(LAUNCHERS["aws"])
     assert set(args) == ROLES
     assert args["teacher"]["resources"] == {"teacher_gpu": 4.0} and args["teacher"]["num_cpus"] == 4
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args=args["head"])
-    try:
-        for role in ("teacher", "trainer"):
-            cluster.add_node(**args[role])
-        ray.init(address=cluster.address)
-        cluster.wait_for_nodes()
+    with ct.local_cluster(args):
         seen = {
             n["Labels"].get(ct.ROLE_LABEL): n["Resources"]
             for n in ray.nodes()
@@ -313,6 +304,3 @@ def test_when_the_topology_helper_reads_a_launcher_yaml_then_ray_cluster_utils_s
         assert set(seen) == {"head", "teacher", "trainer"}
         assert seen["teacher"]["teacher_gpu"] == 4 and "trainer_gpu" not in seen["teacher"]
         assert seen["trainer"]["trainer_gpu"] == 8 and seen["trainer"]["CPU"] == 8
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

@@ -17,20 +17,11 @@ AWS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 
 def test_when_the_tiny_job_runs_on_the_cluster_topology_then_teachers_and_trainers_stay_on_their_nodes(tmp_path):
-    from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
     from step_dist.train import pretrain
 
-    args = ct.local_node_args(AWS, cpus_per_gpu=1, head_cpus=3)
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args=args["head"])
-    try:
-        for role in ("teacher", "trainer"):
-            cluster.add_node(**args[role])
-        ray.init(address=cluster.address)
-        cluster.wait_for_nodes()
+    with ct.local_cluster(ct.local_node_args(AWS, cpus_per_gpu=1, head_cpus=3)):
         role_of = {n["NodeID"]: n["Labels"].get(ct.ROLE_LABEL) for n in ray.nodes() if n["Alive"]}
 
         shards = write_synthetic_shards(str(tmp_path / "shards"), 12, seed=7)
@@ -51,6 +42,3 @@ def test_when_the_tiny_job_runs_on_the_cluster_topology_then_teachers_and_traine
         assert teachers and workers, f"actors seen: {sorted({a.get('class_name') for a in actors})}"
         assert {role_of.get(a["node_id"]) for a in teachers} == {"teacher"}
         assert {role_of.get(a["node_id"]) for a in workers} == {"trainer"}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
