@@ -42,7 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"step-dist {verb}", description=VERBS[verb][1])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is an error the user can fix
+        message = user_error(e)
+        if message is None:
+            raise
+        print(f"step-dist {verb}: {message}", file=sys.stderr)
+        return 2
+
+
+def user_error(e: BaseException) -> str | None:
+    """The message of an error the user fixes (a bad recipe, an unusable storage location), shown without a
+    traceback; None for anything else, which is a bug and keeps its traceback."""
+    from step_dist.config import ConfigError
+    from step_dist.storage import StorageError
+
+    if isinstance(e, (ConfigError, StorageError)):
+        return str(e)
+    return None
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def test_when_nan_policy_is_interpolate_then_the_repair_is_recorded_and_finite_s
 
 def test_when_nothing_is_readable_or_the_output_exists_then_exit_code_is_2_with_a_message(tmp_path, ray_local, capsys):
     assert main(["ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2
-    assert "nothing readable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no record was written" in err and "does not exist: 1" in err  # says why nothing was written
     raw = tmp_path / "raw"
     _good_files(raw)
     assert main(["ingest", str(raw), "--out", str(tmp_path / "t"), "--rate", "5"]) == 0

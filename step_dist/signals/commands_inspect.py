@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from step_dist import storage
-from step_dist.signals.shards import read_manifest
+from step_dist.signals.shards import MANIFEST, read_manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +43,7 @@ def summarise(uri: str) -> dict[str, Any]:
         "length": span("length", 0, 0), "rate_hz": span("rate_hz", 0.0, 0.0), "channels": span("channels", 0, 0),
         "labels": dict(sorted(labels.items())), "splits": dict(sorted(splits.items())),
         "quarantined": m["n_quarantined"], "quarantine_examples": m["quarantined"],
+        "flagged": m.get("flagged", {}), "skipped": m.get("n_skipped", 0),
     }
 
 
@@ -58,6 +60,10 @@ def render(s: dict[str, Any], n_quarantined: int) -> str:
         f"  labels       " + (", ".join(f"{k}: {v}" for k, v in s["labels"].items()) if s["labels"] else "none"),
         f"  quarantined  {s['quarantined']}",
     ]
+    if s.get("flagged"):
+        lines.insert(-1, "  flagged      " + ", ".join(f"{k}: {v}" for k, v in s["flagged"].items()) + " (see meta.flags)")
+    if s.get("skipped"):
+        lines.append(f"  skipped      {s['skipped']} file(s) on purpose (hidden, '_' names, sidecars; listed in {MANIFEST})")
     for q in s["quarantine_examples"][:n_quarantined]:
         lines.append(f"    {q.get('id') or q['uri']}: {q['reason']}")
     return "\n".join(lines)
@@ -66,6 +72,8 @@ def render(s: dict[str, Any], n_quarantined: int) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         root = storage.parse_uri(args.uri)
+        if root.scheme == "file" and os.path.isfile(root.path):
+            raise ValueError(f"{root.uri} is a file; give the shard set's folder (the one holding {MANIFEST})")
         index_uri = root.join("demo_index.json").uri
         if storage.exists(index_uri):
             index = json.loads(storage.read_bytes(index_uri))
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             uris = [root.uri]
         summaries = [summarise(u) for u in uris]
-    except (FileNotFoundError, ValueError, storage.StorageError) as e:
+    except (FileNotFoundError, ValueError, storage.StorageError, OSError) as e:
         print(f"step-dist inspect: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -29,6 +29,7 @@ class IngestResult:
     n_files: int
     files_failed: int
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def n_records(self) -> int:
@@ -66,18 +67,80 @@ def read_and_check(uri: str, name: str, opts: ReaderOptions, vcfg: ValidationCon
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), bad, failed
 
 
-def list_sources(srcs: list[str]) -> tuple[list[tuple[str, str, str]], list[Quarantined]]:
-    """[(file uri, name relative to its SRC, source name)] and the SRCs that do not exist.
+@dataclass
+class Listing:
+    """What ingest found under its SRCs: files to read, SRCs or files to quarantine, files skipped on purpose."""
 
-    Hidden files and names starting with '_' (``_SUCCESS``, ``_manifest.json``) are skipped, as are JSON
-    sidecars of a data file; every other file is read or quarantined."""
-    files, missing = [], []
+    files: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, name relative to its SRC, source)
+    missing: list[Quarantined] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"uri", "kind", "reason"}
+
+
+def _skip(uri: str, kind: str, reason: str) -> dict[str, str]:
+    return {"uri": uri, "kind": kind, "reason": reason}
+
+
+def _skip_reason(base: str, uri: str, siblings: set[str]) -> dict[str, str] | None:
+    if base.startswith("."):
+        return _skip(uri, "hidden", "hidden file (name starts with '.')")
+    if base.startswith("_"):
+        return _skip(uri, "underscore name", "name starts with '_' (job markers such as _SUCCESS, _manifest.json); rename it to ingest it")
+    if is_sidecar(uri, siblings):
+        return _skip(uri, "sidecar", f"JSON sidecar of {os.path.basename(uri[: -len('.json')])}, read with it")
+    return None
+
+
+def _utf8_problem(name: str) -> str | None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"file name {shown!r} is not valid UTF-8 (record ids and shards need UTF-8); rename the file"
+    return None
+
+
+def _walk_local(root: str, listing: Listing) -> list[str]:
+    """Regular files under a local folder, without following links out of it. A symlinked folder is not
+    entered (it could loop, or repeat files); a symlinked file is read only when its target is inside the
+    folder; anything else is quarantined or skipped with its reason."""
+    real_root = os.path.realpath(root)
+    found: list[str] = []
+    for here, dirs, names in os.walk(root, followlinks=False):
+        for d in sorted(dirs):
+            full = os.path.join(here, d)
+            if d.startswith("."):
+                listing.skipped.append(_skip(full, "hidden", "hidden folder, not read"))
+            elif os.path.islink(full):
+                listing.skipped.append(_skip(full, "folder link", "symbolic link to a folder, not followed; give its target as a SRC of its own"))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(here, d)))
+        for n in sorted(names):
+            full = os.path.join(here, n)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if os.path.exists(target) and os.path.commonpath([real_root, target]) != real_root:
+                    listing.missing.append(Quarantined(uri=full, reason=(
+                        f"{full} is a symbolic link to a file outside {root}; links out of a SRC are not followed "
+                        "(copy the file in, or give its folder as a SRC)")))
+                    continue
+            found.append(full)
+    return found
+
+
+def list_sources(srcs: list[str]) -> Listing:
+    """Every file under ``srcs``: to be read, quarantined (a missing SRC, a link out of its SRC, a name that
+    is not UTF-8) or skipped with the reason (hidden files, names starting with '_' such as ``_SUCCESS``, JSON
+    sidecars of a data file). Record names are paths relative to their SRC; where two SRCs give the same
+    source and name (``a/x.npy`` and ``b/x.npy``), the names grow to the paths below the SRCs' common folder."""
+    listing = Listing()
     for src in srcs:
         loc = storage.parse_uri(src)
         try:
-            found = storage.list_files(loc.uri)
+            if loc.scheme == "file" and os.path.isdir(loc.path):
+                found = _walk_local(loc.path, listing)
+            else:
+                found = storage.list_files(loc.uri)
         except FileNotFoundError as e:
-            missing.append(Quarantined(uri=loc.uri, reason=f"{e}"))
+            listing.missing.append(Quarantined(uri=loc.uri, reason=f"{e}"))
             continue
         single = len(found) == 1 and found[0].rstrip("/").endswith(loc.path.rstrip("/"))
         root = os.path.dirname(loc.path) if single else loc.path
@@ -86,10 +149,35 @@ def list_sources(srcs: list[str]) -> tuple[list[tuple[str, str, str]], list[Quar
             path = storage.parse_uri(uri).path
             rel = os.path.relpath(path, root) if loc.scheme == "file" else path[len(root):].lstrip("/")
             base = os.path.basename(rel)
-            if base.startswith((".", "_")) or is_sidecar(uri, siblings):
+            bad_name = _utf8_problem(uri)
+            if bad_name:
+                listing.missing.append(Quarantined(uri=uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), reason=bad_name))
                 continue
-            files.append((uri, rel, os.path.basename(loc.path.rstrip("/")) if not single else os.path.splitext(base)[0]))
-    return files, missing
+            skip = _skip_reason(base, uri, siblings)
+            if skip:
+                listing.skipped.append(skip)
+                continue
+            listing.files.append((uri, rel, os.path.basename(loc.path.rstrip("/")) if not single else os.path.splitext(base)[0]))
+    listing.files = _unique_names(listing.files)
+    return listing
+
+
+def _unique_names(files: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Record ids are ``source:name#index``: two different files must never share (source, name)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (_, rel, src) in enumerate(files):
+        groups.setdefault((src, rel), []).append(i)
+    out = list(files)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        paths = [storage.parse_uri(files[i][0]).path for i in members]
+        common = os.path.commonpath([os.path.dirname(p) for p in paths]) if all(p.startswith("/") for p in paths) \
+            else os.path.dirname(os.path.commonprefix(paths))
+        for i, p in zip(members, paths):
+            uri, _, src = files[i]
+            out[i] = (uri, os.path.relpath(p, common) if common else p, src)
+    return out
 
 
 def load_labels(uri: str) -> dict[str, str]:
@@ -141,10 +229,18 @@ def ingest(
     vcfg = vcfg or ValidationConfig()
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     labels = load_labels(labels_uri) if labels_uri else {}
-    files, missing = list_sources(srcs)
-    writer = ShardWriter(out, shard_mb=shard_mb, extra={"ingest": {"sources": [storage.parse_uri(s).uri for s in srcs], "nan_policy": vcfg.nan_policy}})
-    for q in missing:
+    listing = list_sources(srcs)
+    files = listing.files
+    writer = ShardWriter(out, shard_mb=shard_mb, extra={"ingest": {
+        "sources": [storage.parse_uri(s).uri for s in srcs], "nan_policy": vcfg.nan_policy,
+        "float32_policy": opts.float32_policy, "rate_hz_given": opts.rate_hz,
+        "limits": {"max_length": opts.max_length, "max_channels": opts.max_channels,
+                   "max_record_bytes": opts.max_record_bytes, "max_file_bytes": opts.max_file_bytes},
+    }})
+    for q in listing.missing:
         writer.quarantine(q)
+    for entry in listing.skipped:
+        writer.skip(entry)
     ray = ensure_ray(num_cpus)
     task = ray.remote(num_cpus=1, max_retries=1)(read_and_check)
     window = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)  # bound the rows waiting in memory
@@ -190,5 +286,6 @@ def ingest(
             reason=f"labels file names {key!r}, which matches no record id or file; fix the key or drop the line",
         ))
     manifest = writer.close()
-    return IngestResult(manifest=manifest, n_files=len(files), files_failed=failed + len(missing), quarantined=writer.quarantined)
+    return IngestResult(manifest=manifest, n_files=len(files) + len(listing.missing), files_failed=failed + len(listing.missing),
+                        quarantined=writer.quarantined, skipped=listing.skipped)
 

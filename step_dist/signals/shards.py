@@ -76,6 +76,8 @@ class ShardWriter:
             raise storage.StorageError(f"{self.loc.uri} already holds a shard set ({MANIFEST}); choose another --out or delete it")
         self.shards: list[dict[str, Any]] = []
         self.quarantined: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []  # files deliberately not read (hidden, '_' names, sidecars), with why
+        self.flagged: dict[str, int] = {}  # records kept with a change or finding recorded in meta.flags, per flag
         self.sources: dict[str, _SourceStats] = {}
         self.ids: set[str] = set()
         self._buf: list[dict[str, Any]] = []
@@ -91,6 +93,7 @@ class ShardWriter:
             self.quarantine(Quarantined(uri=row["uri"], index=row["index"], id=row["id"], reason="duplicate record id; the first one was kept"))
             return
         self.ids.add(row["id"])
+        self._count_flags(row.get("meta"))
         self.sources.setdefault(row["source"], _SourceStats()).add(row)
         self._buf.append(row)
         self._buf_bytes += len(row["values"])
@@ -103,6 +106,21 @@ class ShardWriter:
 
     def quarantine(self, entry: Quarantined | dict[str, Any]) -> None:
         self.quarantined.append(entry.to_dict() if isinstance(entry, Quarantined) else dict(entry))
+
+    def skip(self, entry: dict[str, Any]) -> None:
+        self.skipped.append(dict(entry))
+
+    def _count_flags(self, meta: str | None) -> None:
+        """Count the record's meta.flags (and a NaN repair) so the manifest says how many records were kept
+        with something changed or found wrong, by kind."""
+        if not meta or ('"flags"' not in meta and '"nan_policy"' not in meta):
+            return
+        parsed = json.loads(meta)
+        names = list(parsed.get("flags", {}))
+        if "nan_policy" in parsed:
+            names.append("nan_repaired")
+        for name in names:
+            self.flagged[name] = self.flagged.get(name, 0) + 1
 
     def _flush(self) -> None:
         if not self._buf:
@@ -142,6 +160,9 @@ class ShardWriter:
             "sources": {k: v.to_dict() for k, v in sorted(self.sources.items())},
             "shards": self.shards,
             "quarantined": self.quarantined,
+            "flagged": dict(sorted(self.flagged.items())),
+            "n_skipped": len(self.skipped),
+            "skipped": self.skipped,
             **self.extra,
         }
         storage.write_bytes(self.loc.join(MANIFEST).uri, json.dumps(self.manifest, indent=1, default=str).encode())
@@ -174,9 +195,40 @@ def read_manifest(uri: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{m_uri} not found: {loc.uri} is not a finished shard set (run `step-dist ingest ... --out {loc.uri}`)"
         ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{m_uri} is not valid JSON ({e}); the shard set is damaged: re-ingest it") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{m_uri} does not hold a manifest (a JSON object); the shard set is damaged: re-ingest it")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{m_uri}: schema version {data.get('schema_version')} but this step-dist reads {SCHEMA_VERSION}; re-ingest")
+    problem = _manifest_problem(data)
+    if problem:
+        raise ValueError(f"{m_uri} is malformed ({problem}); the shard set is damaged: re-ingest it")
     return data
+
+
+_MANIFEST_FIELDS = {"n_records": int, "total_samples": int, "total_bytes": int, "n_quarantined": int,
+                    "sources": dict, "shards": list, "quarantined": list}
+_RANGE_KEYS = ("rate_hz", "length", "channels")
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    """What is missing or mistyped in a manifest, checked once here so that no reader of it crashes later."""
+    for key, kind in _MANIFEST_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            return f"'{key}' missing or not a{'n' if kind is int else ''} {kind.__name__}"
+    for i, s in enumerate(data["shards"]):
+        if not (isinstance(s, dict) and isinstance(s.get("path"), str)) or "/" in s["path"] or s["path"].startswith("."):
+            return f"shards[{i}] is not {{'path': '<file in the set>'}}"
+    for name, s in data["sources"].items():
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), list) and len(s[k]) == 2 for k in _RANGE_KEYS) \
+                or not isinstance(s.get("records"), int) or not isinstance(s.get("labels", {}), dict) \
+                or not isinstance(s.get("splits", {}), dict) or not isinstance(s.get("domains", []), list):
+            return f"sources[{name!r}] lacks records / rate_hz / length / channels"
+    for i, q in enumerate(data["quarantined"]):
+        if not (isinstance(q, dict) and isinstance(q.get("reason"), str) and isinstance(q.get("uri"), str)):
+            return f"quarantined[{i}] is not {{'uri', 'reason'}}"
+    return None
 
 
 def list_shards(uri: str) -> list[str]:

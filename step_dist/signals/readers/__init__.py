@@ -10,10 +10,13 @@ import functools
 import os
 from typing import Callable, Iterator
 
+import numpy as np
+
 from step_dist import storage
 from step_dist.signals.readers.arrays import read_hdf5, read_npy, read_npz
 from step_dist.signals.readers.audio import read_audio
-from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, local_path
+from step_dist.signals.precision import to_float32
+from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, local_path, size_problem
 from step_dist.signals.readers.edf import read_edf
 from step_dist.signals.readers.fits import read_fits
 from step_dist.signals.readers.seismic import read_seismic
@@ -72,12 +75,13 @@ def read_records(uri: str, opts: ReaderOptions, name: str | None = None) -> Iter
     loc = storage.parse_uri(uri)
     name = name or os.path.basename(loc.path)
     fn = reader_for(loc.uri)
-    with local_path(loc.uri, sidecar=fn in (read_npy, read_npz)) as path:
+    with local_path(loc.uri, sidecar=fn in (read_npy, read_npz), max_bytes=opts.max_file_bytes) as path:
         call = functools.partial(fn, path, opts) if fn in (read_audio, read_edf, read_seismic) else functools.partial(fn, path, opts, uri=loc.uri)
         for index, piece in enumerate(call()):
             rid = record_id(opts.source, name, index)
-            if piece.error:
-                yield Quarantined(uri=loc.uri, index=index, id=rid, reason=piece.error)
+            reason = piece.error or _finish(piece, opts)
+            if reason:
+                yield Quarantined(uri=loc.uri, index=index, id=rid, reason=reason)
                 continue
             yield SignalRecord(
                 id=rid,
@@ -92,6 +96,31 @@ def read_records(uri: str, opts: ReaderOptions, name: str | None = None) -> Iter
                 index=index,
                 meta=piece.meta,
             )
+
+
+def _finish(piece: Piece, opts: ReaderOptions) -> str | None:
+    """What every reader's output goes through once: the size limits (a second line behind the readers' own
+    checks of declared sizes), the float32 conversion with its exactness rules, and the rate rule. Returns a
+    quarantine reason, or None with ``piece.values`` now float32 and ``piece.meta`` saying what was done."""
+    values = piece.values
+    if values is None or values.ndim != 2:
+        return f"reader gave no [channels, length] array (shape {getattr(values, 'shape', None)})"
+    too_big = size_problem(opts, values.shape[0], values.shape[1])
+    if too_big:
+        return too_big
+    f32, flags, reason = to_float32(values, opts.float32_policy)
+    if reason:
+        return reason
+    piece.meta.setdefault("source_dtype", str(values.dtype))
+    for k, v in flags.items():
+        piece.flag(k, v)
+    piece.values = f32
+    piece.meta["rate_source"] = piece.rate_source
+    given = opts.rate_hz
+    if given is not None and piece.rate_source == "file" and not np.isclose(piece.rate_hz, given, rtol=1e-9, atol=0.0):
+        # the file's own rate wins: --rate only fills files that carry none
+        piece.flag("rate_conflict", {"file_hz": float(piece.rate_hz), "given_hz": float(given), "kept": "file"})
+    return None
 
 
 __all__ = ["EXTENSIONS", "READERS", "ReaderError", "ReaderOptions", "extension", "is_sidecar", "read_records", "reader_for", "record_id"]
