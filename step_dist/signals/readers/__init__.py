@@ -13,12 +13,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from step_dist import storage
-from step_dist.signals.readers.arrays import read_hdf5, read_npy, read_npz
+from step_dist.signals.readers.arrays import read_npy, read_npz
 from step_dist.signals.readers.audio import read_audio
 from step_dist.signals.precision import to_float32
 from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, local_path, size_problem
 from step_dist.signals.readers.edf import read_edf
 from step_dist.signals.readers.fits import read_fits
+from step_dist.signals.readers.hdf5 import read_hdf5
 from step_dist.signals.readers.seismic import read_seismic
 from step_dist.signals.readers.tabular import read_csv
 from step_dist.signals.readers.ucr import read_ts

@@ -103,7 +103,8 @@ class Piece:
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set: this record is quarantined with this reason
     # Where the rate came from: "file" (the file's own header, time column, attribute or sidecar) or
-    # "--rate" (the user's fill-in for a file that carries none). A file's own rate always wins over --rate.
+    # "--rate" (the user's fill-in for a file that carries none), or "none" (a placeholder rate, e.g. a .ts file
+    # without --rate: meta.rate_known is false). A file's own rate always wins over --rate.
     rate_source: str = "file"
 
     def flag(self, name: str, detail: Any) -> None:

@@ -1,8 +1,11 @@
 """UCR/UEA ``.ts`` files through aeon's loader: labels from the file, variable lengths supported.
 
 The format has no sampling rate; ``--rate`` sets one, otherwise 1.0 Hz is written and ``meta.rate_known`` is
-false so nothing downstream mistakes it for a measured rate. The split is inferred from a ``_TRAIN`` /
-``_TEST`` file name unless --split is given.
+false (``rate_source`` "none") so nothing downstream mistakes it for a measured rate. The split is inferred
+from a ``_TRAIN`` / ``_TEST`` file name unless --split is given.
+
+Sizes: aeon parses the whole file itself, so what bounds its memory is the file-size limit checked first; each
+series' shape is then checked against the record limits before it is handed on.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions
+from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, check_file_size, rejected, size_problem
 
 
 def split_from_name(path: str) -> str | None:
@@ -28,6 +31,7 @@ def read_ts(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
         from aeon.datasets import load_from_ts_file
     except ImportError as e:  # pragma: no cover - aeon is in the [demo] extra
         raise ReaderError(f"{uri or path}: reading .ts files needs aeon; pip install 'step-dist[demo]'") from e
+    check_file_size(opts, os.path.getsize(path), uri or path)
     try:
         X, y, info = load_from_ts_file(path, return_meta_data=True)
     except (OSError, ValueError, IndexError, TypeError, KeyError) as e:
@@ -38,5 +42,11 @@ def read_ts(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
     split = opts.split or split_from_name(path)
     for i in range(len(X)):
         values = np.asarray(X[i])
+        too_big = size_problem(opts, *values.shape, f"series {i}") if values.ndim == 2 else None
+        if too_big:
+            yield rejected(too_big, series=i)
+            continue
         label = str(y[i]) if has_labels and y is not None and len(y) else None
-        yield Piece(values, float(rate), label=label, split=split, meta=dict(meta))
+        # "none": the .ts format has no rate and 1.0 is a placeholder (meta.rate_known false), not a measurement
+        source = "--rate" if opts.rate_hz is not None else "none"
+        yield Piece(values, float(rate), label=label, split=split, meta=dict(meta), rate_source=source)
