@@ -6,7 +6,6 @@ FileNotFoundError with a message that names it; the caller (ingest) quarantines 
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, Iterator
 
@@ -33,7 +32,7 @@ READERS: dict[str, Reader] = {}
 for _exts, _fn in (
     ((".wav", ".flac", ".ogg", ".aiff", ".aif"), read_audio),
     ((".edf", ".bdf"), read_edf),
-    ((".mseed", ".miniseed", ".ms", ".sac", ".gse2", ".segy", ".sgy", ".seed"), read_seismic),
+    ((".mseed", ".miniseed", ".ms", ".sac", ".gse2", ".gse", ".segy", ".sgy", ".seed"), read_seismic),
     ((".npy",), read_npy),
     ((".npz",), read_npz),
     ((".h5", ".hdf5", ".hdf"), read_hdf5),
@@ -77,8 +76,7 @@ def read_records(uri: str, opts: ReaderOptions, name: str | None = None) -> Iter
     name = name or os.path.basename(loc.path)
     fn = reader_for(loc.uri)
     with local_path(loc.uri, sidecar=fn in (read_npy, read_npz), max_bytes=opts.max_file_bytes) as path:
-        call = functools.partial(fn, path, opts) if fn in (read_audio, read_edf, read_seismic) else functools.partial(fn, path, opts, uri=loc.uri)
-        for index, piece in enumerate(call()):
+        for index, piece in enumerate(fn(path, opts, uri=loc.uri)):
             rid = record_id(opts.source, name, index)
             reason = piece.error or _finish(piece, opts)
             if reason:
@@ -106,7 +104,7 @@ def _finish(piece: Piece, opts: ReaderOptions) -> str | None:
     values = piece.values
     if values is None or values.ndim != 2:
         return f"reader gave no [channels, length] array (shape {getattr(values, 'shape', None)})"
-    too_big = size_problem(opts, values.shape[0], values.shape[1])
+    too_big = size_problem(opts, values.shape[0], values.shape[1], declared=False)
     if too_big:
         return too_big
     f32, flags, reason = to_float32(values, opts.float32_policy)

@@ -61,21 +61,21 @@ class ReaderOptions:
 FLOAT32_POLICIES = ("quarantine", "round")
 
 
-def size_problem(opts: ReaderOptions, n_channels: int, length: int, what: str = "record") -> str | None:
+def size_problem(opts: ReaderOptions, n_channels: int, length: int, what: str = "record", declared: bool = True) -> str | None:
     """Why a record of the *declared* shape must not be decoded (None: fine). Readers call this with the shape
     a header promises, before reading or allocating the samples, so a small file that claims billions of
     samples (an unallocated HDF5 dataset, a zip bomb) costs nothing."""
     n_channels, length = int(n_channels), int(length)
+    has, when = ("declares", " (checked before decoding)") if declared else ("has", "")
     if opts.max_length and length > opts.max_length:
-        return (f"too long: {what} declares {length} samples > max_length {opts.max_length} (checked before "
-                "decoding); split the file or raise --max-length")
+        return (f"too long: {what} {has} {length} samples > max_length {opts.max_length}{when}; split the file or "
+                "raise --max-length")
     if opts.max_channels and n_channels > opts.max_channels:
-        return f"too many channels: {what} declares {n_channels} > max_channels {opts.max_channels}; raise --max-channels"
+        return f"too many channels: {what} {has} {n_channels} > max_channels {opts.max_channels}; raise --max-channels"
     nbytes = 4 * n_channels * length
     if opts.max_record_bytes and nbytes > opts.max_record_bytes:
-        return (f"too large: {what} declares {n_channels} x {length} samples = {nbytes / 2**20:.0f} MiB of float32 "
-                f"> {opts.max_record_bytes / 2**20:.0f} MiB (checked before decoding); split the file or raise "
-                "--max-record-mb")
+        return (f"too large: {what} {has} {n_channels} x {length} samples = {nbytes / 2**20:.0f} MiB of float32 "
+                f"> {opts.max_record_bytes / 2**20:.0f} MiB{when}; split the file or raise --max-record-mb")
     return None
 
 
