@@ -101,6 +101,36 @@ def test_when_a_pickle_imports_a_code_runner_from_an_allowed_package_then_it_is_
         check_checkpoint_files(str(tmp_path))
 
 
+def test_when_a_payload_follows_a_harmless_first_pickle_as_in_torchs_legacy_format_then_it_is_refused(tmp_path):
+    # torch's non-zip format is several pickles in a row (magic number, version, sys info, the object): a scan
+    # that stops at the first STOP saw only the magic number, and DeepSpeed's torch.load ran the rest
+    marker = str(tmp_path / "pwned3")
+    folder = _deepspeed_like_folder(tmp_path, None)
+    target = os.path.join(folder, "deepspeed", "step_00000003", "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    torch.save({"extra": _TouchOnLoad(marker)}, target, _use_new_zipfile_serialization=False)
+    assert _unpickling_runs_the_payload(target, marker), "the legacy-format file must be a working payload"
+    with pytest.raises(UnsafeCheckpointError, match="follow the first pickle"):
+        check_checkpoint_files(folder)
+    assert not os.path.exists(marker)
+
+
+def test_when_a_checkpoint_links_out_or_renames_its_payload_then_it_is_refused(tmp_path):
+    marker = str(tmp_path / "pwned4")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    folder = _deepspeed_like_folder(tmp_path / "a", None)
+    os.symlink(outside, os.path.join(folder, "deepspeed", "step_00000004"))  # os.walk does not enter it; DeepSpeed would
+    with pytest.raises(UnsafeCheckpointError, match="symbolic link"):
+        check_checkpoint_files(folder)
+    renamed = _deepspeed_like_folder(tmp_path / "b", None)
+    with open(os.path.join(renamed, "deepspeed", "latest_states"), "wb") as f:  # no pickle suffix: found by its bytes
+        pickle.dump(_TouchOnLoad(marker), f, protocol=4)
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        check_checkpoint_files(renamed)
+    assert not os.path.exists(marker)
+
+
 def test_when_a_checkpoint_holds_only_tensors_and_optimizer_state_then_it_passes(tmp_path):
     folder = _deepspeed_like_folder(tmp_path, None)
     assert check_checkpoint_files(folder) == 2

@@ -42,6 +42,11 @@ _MEMO_PUT = ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT")
 _MEMO_GET = ("GET", "BINGET", "LONG_BINGET")
 
 
+# A zip member larger than this is not read into memory to be scanned (the object graph of a checkpoint is a
+# few MB; tensors live in other members, which are never unpickled).
+MAX_PICKLE_BYTES = 1 << 30
+
+
 def _globals_in_pickle(data: bytes) -> list[tuple[str, str]]:
     """Every (module, name) the stream would import. STACK_GLOBAL takes its two names from the stack, so the
     strings pushed right before it are tracked, memo reads included (a payload can memoize "os"/"system",
@@ -50,7 +55,8 @@ def _globals_in_pickle(data: bytes) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     tail: list[str] = []  # strings on top of the stack, most recent last
     memo: dict[int, str | None] = {}
-    for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+    stream = io.BytesIO(data)
+    for op, arg, _ in pickletools.genops(stream):
         name = op.name
         if name in _STRING_PUSH:
             tail.append(arg if isinstance(arg, str) else str(arg))
@@ -74,6 +80,11 @@ def _globals_in_pickle(data: bytes) -> list[tuple[str, str]]:
             tail = []
         else:
             tail = []
+    if stream.tell() != len(data):
+        # genops stops at the first STOP: torch's legacy (non-zip) format, or a crafted file, puts more pickles
+        # after it, which torch.load would run and this scan would never see
+        raise ValueError(f"{len(data) - stream.tell()} bytes follow the first pickle (torch's legacy format, or "
+                         "a second payload); only single pickles and torch's zip format are loaded")
     return found
 
 
@@ -98,7 +109,15 @@ def _pickle_streams(path: str) -> list[tuple[str, bytes]]:
         head = f.read(4)
     if head[:2] == b"PK":  # torch.save zip format: the object graph is data.pkl
         with zipfile.ZipFile(path) as z:
-            return [(f"{path}:{n}", z.read(n)) for n in z.namelist() if n.endswith(".pkl")]
+            out = []
+            for info in z.infolist():
+                if not info.filename.endswith(".pkl"):
+                    continue
+                if info.file_size > MAX_PICKLE_BYTES:
+                    raise UnsafeCheckpointError(f"{path}:{info.filename} declares {info.file_size} bytes of pickle; "
+                                                "refusing to load it")
+                out.append((f"{path}:{info.filename}", z.read(info)))
+            return out
     with open(path, "rb") as f:
         return [(path, f.read())]
 
@@ -119,13 +138,39 @@ def check_pickle_file(path: str, extra_allowed: tuple[str, ...] = ()) -> None:
             )
 
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pickle")
+
+
+def _may_be_unpickled(path: str, name: str) -> bool:
+    """A file torch.load could open: by name, or by its first bytes (a zip, or a pickle's PROTO opcode), so
+    that renaming a payload does not hide it."""
+    if name.endswith(PICKLE_SUFFIXES):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
+
+
 def check_checkpoint_files(folder: str, extra_allowed: tuple[str, ...] = ()) -> int:
-    """Scan every .pt/.pth/.pkl/.bin/.ckpt file under folder; raise UnsafeCheckpointError on a dangerous one.
-    ``extra_allowed``: "module.name" globals the user explicitly trusts. Returns how many files were scanned."""
+    """Scan every file under folder that torch.load could open; raise UnsafeCheckpointError on a dangerous one,
+    and on any symbolic link or non-regular file (DeepSpeed would load through a link the walk does not
+    enter). ``extra_allowed``: "module.name" globals the user explicitly trusts. Returns how many files were
+    scanned."""
+    import stat
+
     n = 0
-    for root, _, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeCheckpointError(f"{full} is a symbolic link; checkpoints hold only files and folders, "
+                                            "refusing to load it")
+            if name in files and not stat.S_ISREG(st.st_mode):
+                raise UnsafeCheckpointError(f"{full} is not a regular file; refusing to load the checkpoint")
         for name in files:
-            if name.endswith((".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pickle")):
-                check_pickle_file(os.path.join(root, name), extra_allowed)
+            full = os.path.join(root, name)
+            if _may_be_unpickled(full, name):
+                check_pickle_file(full, extra_allowed)
                 n += 1
     return n
