@@ -53,15 +53,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def user_error(e: BaseException) -> str | None:
-    """The message of an error the user fixes (a bad recipe, an unusable storage location), shown without a
-    traceback; None for anything else, which is a bug and keeps its traceback."""
-    from step_dist.config import ConfigError
-    from step_dist.storage import StorageError
-
-    if isinstance(e, (ConfigError, StorageError)):
-        return str(e)
+    """The message of an error the user fixes (a bad recipe, an unusable storage location, a task or teacher
+    that cannot be loaded, a refused checkpoint), shown without a traceback; None for anything else, which is
+    a bug and keeps its traceback."""
+    for module, name in USER_ERRORS:
+        mod = sys.modules.get(module)  # only errors of modules the verb imported can have been raised
+        cls = getattr(mod, name, None) if mod is not None else None
+        if cls is not None and isinstance(e, cls):
+            return str(e)
     return None
 
+
+# Errors whose message already says what was wrong, where, and what to do.
+USER_ERRORS = (
+    ("step_dist.config", "ConfigError"),
+    ("step_dist.storage", "StorageError"),
+    ("step_dist.teachers.protocol", "TeacherError"),
+    ("step_dist.evaluate.tasks", "TaskError"),
+    ("step_dist.evaluate.scits", "ScitsError"),
+    ("step_dist.train.safety", "UnsafeCheckpointError"),
+    ("step_dist.signals.readers.base", "ReaderError"),
+    ("builtins", "FileNotFoundError"),  # step-dist's own say which path and what to give instead
+)
 
 if __name__ == "__main__":
     sys.exit(main())

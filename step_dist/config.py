@@ -18,8 +18,28 @@ class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or the combination is impossible."""
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors/aliases: a recipe has no use for them, and nested aliases expand
+    exponentially (a 400-byte "billion laughs" YAML takes minutes and gigabytes to turn into dicts)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"YAML aliases (*{event.anchor}) are not accepted in recipes (line "
+                              f"{event.start_mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str | bytes) -> Any:
+    """yaml.safe_load without aliases: the one YAML parser for recipes and --set values."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     """Build dataclass ``cls`` from a mapping; unknown keys fail naming the full key path."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config section '{where.rstrip('.') or '<root>'}' must be a mapping of keys, got "
+                          f"{type(data).__name__} {str(data)[:60]!r}")
     data = dict(data or {})
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -103,7 +123,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = safe_yaml(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote it "
+                              "or fix the brackets") from None
         node = data
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -126,7 +150,7 @@ def load_yaml(uri: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {uri} not found") from None
     try:
-        data = yaml.safe_load(raw) or {}
+        data = safe_yaml(raw) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {uri} is not valid YAML: {e}") from e
     if not isinstance(data, dict):

@@ -196,11 +196,19 @@ class STEPEncoder(nn.Module):
     def from_pretrained(cls, dir_or_uri: str, map_location: str | torch.device = "cpu") -> "STEPEncoder":
         """Load an export written by save_pretrained (local folder or object storage)."""
         config, state = export.load(dir_or_uri)
-        model = cls(config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"weights at {dir_or_uri} do not match the config there (missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}): the export is damaged or from another version"
+        # Built on the meta device first: the config alone must not decide how much memory is allocated (a
+        # 1 KB config.json can ask for terabytes); only shapes that match the weights on disk are materialised.
+        with torch.device("meta"):
+            model = cls(config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != found:
+            missing = sorted(set(expected) - set(found))
+            unexpected = sorted(set(found) - set(expected))
+            wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+            raise export.ConfigError(
+                f"weights at {dir_or_uri} do not match the config there (missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}, other shapes {wrong[:5]}): the export is damaged or from another version"
             )
+        model.load_state_dict(state, assign=True)
         return model.to(map_location)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -38,16 +39,23 @@ def load(uri: str) -> tuple[StudentConfig, dict[str, torch.Tensor]]:
         raise FileNotFoundError(
             f"no {CONFIG_NAME} at {loc.uri}: give the folder written by STEPEncoder.save_pretrained"
         ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{cfg_uri} is not valid JSON ({e}): the export is damaged; export it again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ConfigError(f"{cfg_uri} is not a step-dist student export (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ConfigError(f"{cfg_uri} is not a step-dist student export (format {found!r})")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise ConfigError(f"{cfg_uri}: format_version {version!r} is not an integer: the export is damaged")
+    if version > FORMAT_VERSION:
         raise ConfigError(
-            f"{cfg_uri} has format version {meta['format_version']}, newer than this step-dist "
-            f"({FORMAT_VERSION}): upgrade step-dist"
+            f"{cfg_uri} has format version {version}, newer than this step-dist ({FORMAT_VERSION}): upgrade step-dist"
         )
     config = from_dict(StudentConfig, meta.get("config"), where="student.")
     try:
         state = load_safetensors(storage.read_bytes(w_uri))
     except FileNotFoundError:
         raise FileNotFoundError(f"{w_uri} is missing: the export at {loc.uri} is incomplete; export it again") from None
+    except SafetensorError as e:
+        raise ConfigError(f"{w_uri} is not a readable safetensors file ({e}): the export is damaged") from None
     return config, state

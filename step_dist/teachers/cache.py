@@ -42,10 +42,41 @@ def complete_runs(cache_uri: str) -> list[tuple[str, dict[str, Any]]]:
         return []
     runs = []
     for m in manifests:
-        data = json.loads(storage.read_bytes(m))
-        if data.get("format") == CACHE_FORMAT:
-            runs.append((m.rsplit("/", 1)[0], data))
-    return sorted(runs, key=lambda r: r[1].get("created", 0), reverse=True)
+        try:
+            data = json.loads(storage.read_bytes(m))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            log.warning("target cache: %s is not valid JSON (%s); that run is skipped", m, e)
+            continue
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            continue
+        problem = _manifest_problem(data)
+        if problem:
+            log.warning("target cache: %s is malformed (%s); that run is skipped", m, problem)
+            continue
+        runs.append((m.rsplit("/", 1)[0], data))
+    return sorted(runs, key=lambda r: _created(r[1]), reverse=True)
+
+
+def _created(manifest: dict[str, Any]) -> float:
+    value = manifest.get("created", 0)
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    """What a cache run's manifest lacks for ``find_run`` / ``load_targets``; shard paths must name files of
+    the run folder itself (a '../' path would read outside it)."""
+    teachers, files = data.get("teachers"), data.get("files")
+    if not isinstance(teachers, list) or not all(isinstance(t, dict) and isinstance(t.get("fingerprint"), str)
+                                                 and isinstance(t.get("name"), str) for t in teachers):
+        return "'teachers' is not a list of {name, fingerprint}"
+    if not isinstance(files, list):
+        return "'files' is not a list"
+    for i, f in enumerate(files):
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("bytes"), int)):
+            return f"files[{i}] is not {{path, bytes}}"
+        if "/" in f["path"] or "\\" in f["path"] or f["path"].startswith("."):
+            return f"files[{i}] path {f['path']!r} is not a file of the run folder"
+    return None
 
 
 def find_run(cache_uri: str, fingerprint: str, name: str) -> tuple[str, dict[str, Any]]:

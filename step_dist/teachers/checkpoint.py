@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import stat
 
 from step_dist import storage
 from step_dist.teachers.protocol import TeacherConfig, TeacherError
@@ -36,12 +37,18 @@ def resolve(cfg: TeacherConfig, builtin: str | None = None) -> str:
 
 
 def files_under(path: str) -> list[str]:
+    """Every file of a checkpoint folder, to be hashed. Links are followed (Hugging Face caches are built of
+    them), but what they reach must be a regular file: a FIFO or a link to /dev/zero would hang the hash."""
     if os.path.isfile(path):
         return [path]
     out = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
         out += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    for f in out:
+        if not os.path.isfile(f) or not stat.S_ISREG(os.stat(f).st_mode):
+            raise TeacherError(f"checkpoint file {f} is not a regular file (a FIFO, device or broken link); "
+                               "a checkpoint folder holds only files: remove it")
     return out
 
 

@@ -59,12 +59,16 @@ def read_audio(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]
     import soundfile as sf
 
     where = uri or path
-    info = sf.info(path)
-    # what sf.read will allocate (frames x channels), checked before it does
-    check_size(opts, info.channels, info.frames, where, f"{info.format} {info.subtype} audio (header)")
-    declared = declared_frames(path) if info.subtype in _FIXED_FRAME else None
-    dtype = NATIVE_DTYPES.get(info.subtype, "float32")
-    data, rate = sf.read(path, dtype=dtype, always_2d=True)
+    # libsndfile gets an open file, never the name: given a name it also probes files beside it (macOS
+    # '._<name>' AppleDouble sidecars, '.AppleDouble/'), and a FIFO planted there would block ingest forever
+    with open(path, "rb") as fh:
+        info = sf.info(fh)
+        # what sf.read will allocate (frames x channels), checked before it does
+        check_size(opts, info.channels, info.frames, where, f"{info.format} {info.subtype} audio (header)")
+        declared = declared_frames(path) if info.subtype in _FIXED_FRAME else None
+        dtype = NATIVE_DTYPES.get(info.subtype, "float32")
+        fh.seek(0)
+        data, rate = sf.read(fh, dtype=dtype, always_2d=True)
     if data.shape[1] != info.channels:
         raise ReaderError(f"{where}: read {data.shape[1]} channels, the header says {info.channels}; the file is corrupt")
     piece = Piece(
