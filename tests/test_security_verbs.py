@@ -126,3 +126,31 @@ def test_when_a_fifo_sits_where_libsndfile_probes_for_a_sidecar_then_ingest_does
         pytest.fail("reading x.wav blocked on the FIFO beside it")
     assert "ok.wav ['SignalRecord']" in out.stdout and "x.wav error" in out.stdout, out.stdout + out.stderr[-1500:]
 
+
+
+def test_when_a_shard_row_group_declares_more_than_any_shard_holds_then_it_is_refused_before_decoding(tmp_path, monkeypatch):
+    from step_dist.signals import shards
+    from step_dist.signals.record import SignalRecord
+
+    rec = SignalRecord(id="a", source="s", domain="d", sampling_rate_hz=1.0, values=np.zeros((1, 4096), np.float32) + 1)
+    shards.write_records(str(tmp_path / "set"), [rec])
+    assert len(list(shards.iter_rows(str(tmp_path / "set")))) == 1
+    monkeypatch.setattr(shards, "MAX_ROW_GROUP_BYTES", 1024)  # a 16 KiB row group now stands for a bomb
+    with pytest.raises(ValueError, match="row group 0 declares"):
+        list(shards.iter_rows(str(tmp_path / "set")))
+
+
+def test_when_a_cached_target_holds_fewer_bytes_than_its_shape_then_loading_the_cache_fails_clearly(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from step_dist.teachers.cache import fp_column, load_targets
+    from step_dist.teachers.protocol import TeacherError
+
+    col = fp_column("f" * 16)
+    table = pa.table({"id": ["r"], "view_id": ["v"], col: [np.zeros(10, "<f4").tobytes()],
+                      f"{col}_tokens": [4], f"{col}_dim": [8]})  # 4 x 8 declared, 10 floats held
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    manifest = {"files": [{"path": "part-0.parquet", "bytes": (tmp_path / "part-0.parquet").stat().st_size}]}
+    with pytest.raises(TeacherError, match="holds 40 bytes for 4 tokens x 8 dims"):
+        load_targets(str(tmp_path), manifest, "f" * 16)

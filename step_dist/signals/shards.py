@@ -255,6 +255,11 @@ def iter_records(uri: str) -> Iterator[SignalRecord]:
         yield SignalRecord.from_row(row)
 
 
+# A row group is decoded whole: one declaring more than this (ours are ~8 MiB, or one record of at most
+# ingest's record limit) is refused before it is decompressed, so a small zstd file cannot expand to gigabytes.
+MAX_ROW_GROUP_BYTES = 1 << 30
+
+
 def iter_rows(uri: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
     fs, _ = storage.arrow_filesystem(uri)
     for shard in list_shards(uri):
@@ -262,4 +267,8 @@ def iter_rows(uri: str, columns: list[str] | None = None) -> Iterator[dict[str, 
         with fs.open_input_file(path) as f:
             pf = pq.ParquetFile(f)
             for i in range(pf.num_row_groups):
+                declared = pf.metadata.row_group(i).total_byte_size
+                if declared > MAX_ROW_GROUP_BYTES:
+                    raise ValueError(f"{shard}: row group {i} declares {declared / 2**20:.0f} MiB uncompressed, more than "
+                                     f"any shard step-dist writes ({MAX_ROW_GROUP_BYTES >> 20} MiB); re-ingest the data")
                 yield from pf.read_row_group(i, columns=columns).to_pylist()

@@ -107,6 +107,10 @@ def load_targets(run_uri: str, manifest: dict[str, Any], fingerprint: str) -> di
         with fs.open_input_file(path) as f:
             t = pq.read_table(f, columns=["id", "view_id", col, f"{col}_tokens", f"{col}_dim"]).to_pydict()
         for rid, vid, data, n, d in zip(t["id"], t["view_id"], t[col], t[f"{col}_tokens"], t[f"{col}_dim"]):
+            if data is None or n is None or d is None or n < 0 or d < 0 or len(data) != 4 * int(n) * int(d):
+                raise TeacherError(f"target cache shard {uri}: record {rid} view {vid} holds {len(data or b'')} bytes "
+                                   f"for {n} tokens x {d} dims of float32: the cache is damaged; write it again "
+                                   "with step-dist cache-targets")
             out[(rid, vid)] = (data, int(n), int(d))
     return out
 
