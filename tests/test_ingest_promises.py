@@ -226,3 +226,16 @@ def test_when_a_recipe_uses_a_python_yaml_tag_then_pretrain_exits_2_without_runn
     err = capsys.readouterr().err
     assert "not valid YAML" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_when_a_file_yields_no_records_and_no_error_then_it_is_quarantined_not_lost(tmp_path, ray_local):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "empty.ts").write_bytes(b"")
+    (raw / "header_only.csv").write_text("a,b\n")
+    _npy(raw / "good.npy", np.arange(30.0)[None])
+
+    assert _ingest(raw, tmp_path / "out") == 3
+    reasons = {os.path.basename(k): v for k, v in _reasons(tmp_path / "out").items()}
+    assert "empty.ts" in reasons and "header_only.csv" in reasons
+    assert all(r for r in reasons.values())

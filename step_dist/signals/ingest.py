@@ -64,6 +64,10 @@ def read_and_check(uri: str, name: str, opts: ReaderOptions, vcfg: ValidationCon
                    "it may be truncated or corrupt: re-export it or remove it from the source",
         ).to_dict())
         failed = not rows
+    if not rows and not bad:  # a reader that found nothing to say about the file must not make it vanish
+        bad.append(Quarantined(uri=uri, reason=f"holds no records (an empty or header-only {extension(uri)} file); "
+                                               "remove it or re-export it with its samples").to_dict())
+        failed = True
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), bad, failed
 
 
