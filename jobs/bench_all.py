@@ -29,6 +29,8 @@ PLAN = {
     "teachers": ("bench_teachers.py", ["--records", "120", "--steps", "24", "--warmup", "6", "--repeats", "2",
                                        "--teacher-records", "32"], 360),
     "sweep": ("bench_sweep.py", ["--trials", "3", "--steps", "10", "--records", "48"], 300),
+    # peak memory of decompression bombs through the readers and of an hourly record prepared for CREPE
+    "memory": ("bench_memory_bounds.py", [], 300),
 }
 
 

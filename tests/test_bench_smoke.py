@@ -156,3 +156,13 @@ def test_when_the_sweep_bench_runs_then_both_sweeps_time_every_trial(tmp_path, r
     for rs in body["runs"].values():
         assert len(rs[0]["trial_s"]) == body["args"]["trials"] and all(_positive(x) for x in rs[0]["trial_s"])
     assert _positive(body["ratio_online_over_cache"]["median"])
+
+
+def test_when_the_memory_bench_runs_small_then_each_case_reports_its_outcome_and_peak(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "jobs", "bench_memory_bounds.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cases = json.loads((tmp_path / "bench_memory_bounds.json").read_text())["cases"]
+    assert set(cases) == {"prepare_crepe_hourly", "npz_bomb", "h5_unallocated"}
+    assert cases["h5_unallocated"]["after"]["outcome"] == "refused"
+    assert all(c["after"]["peak_rss"] > 0 for c in cases.values())

@@ -154,3 +154,10 @@ def test_when_a_cached_target_holds_fewer_bytes_than_its_shape_then_loading_the_
     manifest = {"files": [{"path": "part-0.parquet", "bytes": (tmp_path / "part-0.parquet").stat().st_size}]}
     with pytest.raises(TeacherError, match="holds 40 bytes for 4 tokens x 8 dims"):
         load_targets(str(tmp_path), manifest, "f" * 16)
+
+
+def test_when_evaluate_out_is_a_file_then_it_stops_before_evaluating(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    folder = _export(tmp_path)
+    assert main(["evaluate", "--checkpoint", str(folder), "--task", str(tmp_path / "t"), "--out", str(tmp_path / "taken")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

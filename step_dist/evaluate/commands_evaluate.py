@@ -44,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from step_dist.evaluate.report import markdown
     from step_dist.evaluate.runner import evaluate
 
+    from step_dist import storage
+
     try:
         cfg = build_config(args)
-    except (ConfigError, ValueError) as e:
+        storage.check_writable_folder(args.out)  # before the evaluation, not after it
+    except (ConfigError, ValueError, storage.StorageError) as e:
         print(f"step-dist evaluate: {e}", file=sys.stderr)
         return 2
     report = evaluate(args.checkpoint, args.task or None, args.out, cfg)

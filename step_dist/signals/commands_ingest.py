@@ -6,9 +6,7 @@ quarantined (listed in the summary and in _manifest.json); 2 a usage error, or n
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections import Counter
 
 from step_dist import storage
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{out} already holds a shard set; choose another --out or delete it first")
         if args.labels and not storage.exists(args.labels):
             raise ValueError(f"labels file {args.labels} does not exist; check the path")
-        check_writable(out)
+        storage.check_writable_folder(out)
     except (ValueError, storage.StorageError) as e:
         print(f"step-dist ingest: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -131,18 +129,3 @@ def _mib(value: float, flag: str) -> int:
     if not value >= 0:
         raise ValueError(f"{flag} must be >= 0 MiB, got {value}")
     return int(value * 2**20)
-
-
-def check_writable(out: str) -> None:
-    """A local --out must be a folder this process can write, checked before any work starts."""
-    loc = storage.parse_uri(out)
-    if loc.scheme != "file":
-        return
-    if os.path.exists(loc.path) and not os.path.isdir(loc.path):
-        raise ValueError(f"--out {loc.uri} is a file, not a folder; give a new folder for the shards")
-    try:
-        os.makedirs(loc.path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=loc.path, prefix=".write-check-"):
-            pass
-    except OSError as e:
-        raise ValueError(f"--out {loc.uri} is not writable ({e.strerror or e}); choose a folder you can write") from None
