@@ -161,3 +161,12 @@ def test_when_evaluate_out_is_a_file_then_it_stops_before_evaluating(tmp_path, c
     folder = _export(tmp_path)
     assert main(["evaluate", "--checkpoint", str(folder), "--task", str(tmp_path / "t"), "--out", str(tmp_path / "taken")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["{oops", "[1]", '{"step": 3, "injected": "x"}'])
+def test_when_a_checkpoints_trainer_state_is_damaged_then_resume_says_so(tmp_path, text):
+    from step_dist.train.checkpoint import read_trainer_state
+
+    (tmp_path / "trainer_state.json").write_text(text)
+    with pytest.raises(RuntimeError, match="trainer_state.json is damaged"):
+        read_trainer_state(str(tmp_path))

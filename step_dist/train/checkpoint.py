@@ -63,8 +63,12 @@ def read_trainer_state(folder: str) -> TrainerState:
     path = os.path.join(folder, "trainer_state.json")
     if not os.path.exists(path):
         raise RuntimeError(f"checkpoint {folder} has no trainer_state.json: it is incomplete; remove it to resume from an earlier one")
-    with open(path) as f:
-        return TrainerState(**json.load(f))
+    try:
+        with open(path) as f:
+            return TrainerState(**json.load(f))
+    except (ValueError, TypeError) as e:  # not JSON, not a mapping, or keys this version does not know
+        raise RuntimeError(f"checkpoint {folder}: trainer_state.json is damaged or from another version ({e}); "
+                           "remove the checkpoint to resume from an earlier one") from None
 
 
 def restore_rng(folder: str, rank: int) -> None:
