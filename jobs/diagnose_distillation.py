@@ -2,8 +2,8 @@
 
     python jobs/diagnose_distillation.py --out demo_out [--export demo_out/runs/demo/.../export] [--max-views 400]
 
-A first version, written from a reading of the code and run only on a small synthetic cache so far: check
-its figures against metrics.jsonl on a real demo run before relying on them.
+A first version, written from a reading of the code; run once on a real `make demo` output (about 10 s), where
+its constant-prediction baselines matched the logged per-teacher losses (figures in the stop-13 closing note).
 
 Per teacher (targets LN'd exactly as module.py:168-169 does):
   mean_frac        ||mu||^2 / E||t||^2 of the global mean token (what a constant prediction can explain)
