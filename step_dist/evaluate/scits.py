@@ -53,13 +53,14 @@ from typing import Any, Iterable
 
 import numpy as np
 from step_dist import storage
+from step_dist.signals.readers.arrays import npy_header
 from step_dist.signals.readers.base import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     ReaderError,
     ReaderOptions,
+    check_size,
     local_path,
-    size_problem,
 )
 from step_dist.signals.record import SignalRecord
 
@@ -197,12 +198,6 @@ def _is_number_or_x(v: Any) -> bool:
         return False
 
 
-def _check(opts: ReaderOptions, n_channels: int, length: int, uri: str, what: str) -> None:
-    problem = size_problem(opts, n_channels, length, what)
-    if problem:
-        raise ReaderError(f"{uri}: {problem}")
-
-
 def _audio_magic_ok(f: Any) -> bool:
     """A WAV (RIFF/RIFX/RF64) or FLAC (after an optional ID3v2 tag) header. libsndfile probes for a Mac resource
     fork (``._<name>``, ``.AppleDouble/``: siblings of a path, the working folder for a stream) only when it
@@ -224,21 +219,16 @@ def _audio(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float 
             raise ReaderError(f"{uri}: not a WAV or FLAC file (its first bytes say otherwise); re-export it")
         f.seek(0)
         info = sf.info(f)  # a FLAC header can declare 2**36 frames in a few bytes: sf.read allocates them
-        _check(opts, info.channels, info.frames, uri, f"{info.format} audio (header)")
+        check_size(opts, info.channels, info.frames, uri, f"{info.format} audio (header)")
         f.seek(0)
         values, rate = sf.read(f, dtype="float32", always_2d=True)
     return values.T, float(rate), []
 
 
 def _npy(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | None, list[str]]:
-    fmt = np.lib.format
     with open(path, "rb") as fh:
         try:
-            version = fmt.read_magic(fh)
-            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-            if read_header is None:
-                raise ValueError(f"format version {version} is not supported; save with numpy's default")
-            shape, _, dtype = read_header(fh)
+            shape, _, dtype = npy_header(fh)
         except ValueError as e:
             raise ReaderError(f"{uri}: not a valid .npy file ({e}); re-export it with numpy.save") from None
         offset = fh.tell()
@@ -247,7 +237,7 @@ def _npy(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | 
     if len(shape) not in (1, 2):
         raise ReaderError(f"{uri}: npy array has shape {shape}; SciTS npy files are [time] or [time, channels]")
     length, n_channels = (shape[0], 1) if len(shape) == 1 else shape
-    _check(opts, n_channels, length, uri, "the .npy array (header)")
+    check_size(opts, n_channels, length, uri, "the .npy array (header)")
     if os.path.getsize(path) < offset + length * n_channels * dtype.itemsize:
         raise ReaderError(f"{uri}: truncated: the header declares {shape} {dtype} but the file is shorter")
     arr = np.load(path, allow_pickle=False)
@@ -259,7 +249,7 @@ def _csv(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | 
         data = f.read()
     # the most pandas can produce: the lines x the first line's fields (a longer row is a parse error)
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    _check(opts, data.split(b"\n", 1)[0].count(b",") + 1, lines, uri, "the CSV (lines x fields)")
+    check_size(opts, data.split(b"\n", 1)[0].count(b",") + 1, lines, uri, "the CSV (lines x fields)")
     values, names = _read_csv(data)
     return values, None, names
 
@@ -285,7 +275,7 @@ def _fif(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | 
     raw = mne.io.read_raw_fif(path, preload=False, allow_maxshield=False, verbose=False)
     if len(raw.filenames) != 1:
         raise ReaderError(f"{uri}: the .fif names other files ({len(raw.filenames)} in all); save it as one file")
-    _check(opts, len(raw.ch_names), raw.n_times, uri, "the .fif recording (header)")
+    check_size(opts, len(raw.ch_names), raw.n_times, uri, "the .fif recording (header)")
     return raw.get_data().astype(np.float32), float(raw.info["sfreq"]), list(raw.ch_names)
 
 

@@ -110,7 +110,7 @@ def _n_records(shape: tuple[int, ...]) -> int:
 
 # ---- NPY ---------------------------------------------------------------------------------------------------
 
-def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+def npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran order, dtype) from an .npy header, nothing more read. Raises ValueError."""
     version = npformat.read_magic(fh)
     if version == (1, 0):
@@ -125,7 +125,7 @@ def read_npy(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
     side = _sidecar(path)
     with open(path, "rb") as fh:
         try:
-            shape, _, dtype = _npy_header(fh)
+            shape, _, dtype = npy_header(fh)
         except ValueError as e:
             raise ReaderError(f"{where}: not a valid .npy file ({e}); re-export it with numpy.save") from e
         offset = fh.tell()
@@ -163,7 +163,7 @@ def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[Any, tuple
         raise _MemberError(f"member {info.filename!r} is not an .npy array; an NPZ holds only .npy members")
     fh = zf.open(info)
     try:
-        shape, fortran, dtype = _npy_header(fh)
+        shape, fortran, dtype = npy_header(fh)
     except ValueError as e:
         fh.close()
         raise _MemberError(f"not a valid .npy member ({e})") from e

@@ -134,6 +134,26 @@ def need_rate(opts: ReaderOptions, found: float | None, uri: str, where: str) ->
     return rate
 
 
+# Containers a format library might unpack or unpickle when handed a data file; named so that a refusal says
+# what the file really is. Readers that take a file object check its first bytes against these.
+_CONTAINERS = (
+    (0, b"\x1f\x8b", "a gzip archive"), (0, b"BZh", "a bzip2 archive"), (0, b"\xfd7zXZ\x00", "an xz archive"),
+    (0, b"PK\x03\x04", "a zip archive"), (0, b"PK\x05\x06", "a zip archive"), (0, b"\x28\xb5\x2f\xfd", "a zstd archive"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7z archive"), (257, b"ustar", "a tar archive"),
+)
+
+
+def container_kind(head: bytes) -> str | None:
+    """'a gzip archive', 'a Python pickle'... when the file's first bytes (at least 512 for tar) are a
+    container rather than data; None otherwise."""
+    for offset, magic, what in _CONTAINERS:
+        if head[offset:offset + len(magic)] == magic:
+            return what
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO opcode: pickle protocol 2-5
+        return "a Python pickle"
+    return None
+
+
 def rate_origin(found: float | None) -> str:
     """``Piece.rate_source`` for a rate chosen by ``need_rate(opts, found, ...)``."""
     return "file" if found is not None else "--rate"

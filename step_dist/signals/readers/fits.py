@@ -20,7 +20,16 @@ from typing import Iterator
 
 import numpy as np
 
-from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, check_file_size, check_size, need_rate, rate_origin
+from step_dist.signals.readers.base import (
+    Piece,
+    ReaderError,
+    ReaderOptions,
+    check_file_size,
+    check_size,
+    container_kind,
+    need_rate,
+    rate_origin,
+)
 from step_dist.signals.readers.tabular import cadence
 
 TIME_COLS = ("TIME", "MJD", "BJD", "JD", "HJD", "T")
@@ -49,10 +58,6 @@ def _filled(col) -> np.ndarray:
     return np.ma.filled(a.astype(np.result_type(a.dtype, np.float32)), np.nan)
 
 
-_ARCHIVES = ((b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"), (b"PK\x03\x04", "a zip archive"),
-             (b"\xfd7zXZ\x00", "an xz archive"))
-
-
 def _flux_columns(cols, tname: str, where: str) -> list[str]:
     """FLUX / PDCSAP_FLUX / SAP_FLUX, else every scalar floating column except time, errors and quality
     flags: chosen from the header's column definitions, before any data is read."""
@@ -77,11 +82,11 @@ def read_fits(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         check_file_size(opts, size, where)
-        magic = fh.read(9)
-        for sig, what in _ARCHIVES:
-            if magic.startswith(sig):
-                raise ReaderError(f"{where}: this file is {what}, not FITS; ingest never unpacks archives: decompress it first")
-        if magic != b"SIMPLE  =":
+        head = fh.read(512)
+        what = container_kind(head)
+        if what:
+            raise ReaderError(f"{where}: this file is {what}, not FITS; ingest never unpacks archives: decompress it first")
+        if head[:9] != b"SIMPLE  =":
             raise ReaderError(f"{where}: not a FITS file (it does not start with the SIMPLE card)")
         fh.seek(0)
         with fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:

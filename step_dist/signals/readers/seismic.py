@@ -22,7 +22,15 @@ from typing import Iterator
 
 import numpy as np
 
-from step_dist.signals.readers.base import Piece, ReaderError, ReaderOptions, check_file_size, rejected, size_problem
+from step_dist.signals.readers.base import (
+    Piece,
+    ReaderError,
+    ReaderOptions,
+    check_file_size,
+    container_kind,
+    rejected,
+    size_problem,
+)
 
 # extension -> obspy format; nothing else is read (no pickle, no archives, no sniffing).
 FORMATS = {
@@ -32,23 +40,6 @@ FORMATS = {
     ".sac": "SAC", ".gse2": "GSE2", ".gse": "GSE2", ".segy": "SEGY", ".sgy": "SEGY",
 }
 NAMES = {"MSEED": "MiniSEED", "SAC": "SAC", "GSE2": "GSE2", "SEGY": "SEG-Y"}
-
-# Containers that obspy.read would unpack or unpickle; named so the reason says what the file really is.
-_CONTAINERS = (
-    (0, b"\x1f\x8b", "a gzip archive"), (0, b"BZh", "a bzip2 archive"), (0, b"\xfd7zXZ\x00", "an xz archive"),
-    (0, b"PK\x03\x04", "a zip archive"), (0, b"PK\x05\x06", "a zip archive"), (0, b"\x28\xb5\x2f\xfd", "a zstd archive"),
-    (0, b"7z\xbc\xaf\x27\x1c", "a 7z archive"), (257, b"ustar", "a tar archive"),
-)
-
-
-def _container(data: bytes) -> str | None:
-    for offset, magic, what in _CONTAINERS:
-        if data[offset:offset + len(magic)] == magic:
-            return what
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:  # PROTO opcode: pickle protocol 2-5
-        return "a Python pickle"
-    return None
-
 
 def _is_format(fmt: str, fh) -> bool:
     if fmt == "MSEED":
@@ -101,7 +92,7 @@ def _decode(path: str, opts: ReaderOptions, where: str, fmt: str):
         size = os.fstat(fh.fileno()).st_size
         check_file_size(opts, size, where)
         first = fh.read(512)
-        what = _container(first)
+        what = container_kind(first)
         if what:
             raise ReaderError(
                 f"{where}: this {ext} file is {what}, not {name}; refused: ingest never unpickles or unpacks "
