@@ -85,17 +85,19 @@ def test_when_evaluate_runs_on_tiny_tasks_then_every_model_is_scored_and_the_rep
 
 def test_when_embed_writes_to_object_storage_then_rows_hold_id_split_label_and_embedding(run_folder, tmp_path, s3_bucket):
     data = write_two_class_task(f"{s3_bucket}/toy", n_per_class=3, length=128)
-    code = main(["embed", "--checkpoint", str(run_folder), "--data", data, "--out", f"{s3_bucket}/emb/toy.parquet"])
+    code = main(["embed", "--checkpoint", str(run_folder), "--data", data, "--out", f"{s3_bucket}/emb/toy.parquet",
+                 "--pooling", "mean+std"])
     assert code == 0
     fs, path = storage.arrow_filesystem(f"{s3_bucket}/emb/toy.parquet")
     table = pq.read_table(path, filesystem=fs)
     assert table.column_names == ["id", "split", "label", "embedding"] and table.num_rows == 6
     emb = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
-    assert emb.shape == (6, 64) and np.isfinite(emb).all()
+    assert emb.shape == (6, 128) and np.isfinite(emb).all()  # mean and spread of a 64-wide student
     # the same numbers as the library call on the same export
     from step_dist.signals.shards import iter_records
 
     enc = STEPEncoder.from_pretrained(resolve_export(str(run_folder)))
     recs = {r.id: r for r in iter_records(data)}
     first = table.column("id")[0].as_py()
-    np.testing.assert_allclose(emb[0], enc.encode(recs[first].values, recs[first].sampling_rate_hz), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb[0], enc.encode(recs[first].values, recs[first].sampling_rate_hz, pooling="mean+std"),
+                               rtol=1e-5, atol=1e-6)

@@ -41,6 +41,15 @@ class ProbeConfig:
     C: float = 1.0  # inverse L2 strength of the logistic regression
     max_iter: int = 2000
     batch_size: int = 16  # records per encoder forward when embedding
+    # how a record's tokens become its feature vector, for the student and for every teacher alike
+    # (step_dist.model.pooling): mean | mean+std | mean+max | channels (per-channel concatenation; a task
+    # whose records have different channel counts falls back to mean+std, said in the report)
+    pooling: str = "mean+std"
+
+    def __post_init__(self) -> None:
+        from step_dist.model.pooling import check_pooling
+
+        check_pooling(self.pooling)
 
 
 @dataclass

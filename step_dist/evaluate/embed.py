@@ -21,9 +21,14 @@ def _out_file(out_uri: str) -> str:
     return loc.uri if loc.uri.endswith(".parquet") else loc.join("embeddings.parquet").uri
 
 
-def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max_length: int = 0) -> dict:
+def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max_length: int = 0,
+                 pooling: str = "mean") -> dict:
     """Pooled embeddings of every record under ``data_uri`` written to ``out_uri`` (a .parquet file, or a
-    folder that gets embeddings.parquet). Records that cannot be encoded are counted with their reason."""
+    folder that gets embeddings.parquet). Records that cannot be encoded are counted with their reason.
+    ``pooling``: step_dist.model.pooling's modes; with ``channels`` a row's width is its channel count x D."""
+    from step_dist.model.pooling import check_pooling
+
+    check_pooling(pooling)
     from step_dist.signals.shards import iter_rows
 
     out_file = _out_file(out_uri)
@@ -46,9 +51,16 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
                 good.append(r)
         if not good:
             return
-        emb = np.asarray(encoder.encode([r["values"] for r in good], [r["rate"] for r in good], batch_size=len(good)), np.float32)
+        emb: list = [None] * len(good)
+        # records of one channel count together: `channels` pooling gives each count its own width
+        for c in sorted({r["values"].shape[0] for r in good}):
+            idx = [i for i, r in enumerate(good) if r["values"].shape[0] == c]
+            got = encoder.encode([good[i]["values"] for i in idx], [good[i]["rate"] for i in idx], batch_size=len(idx),
+                                 pooling=pooling)
+            for i, e in zip(idx, np.asarray(got, np.float32).reshape(len(idx), -1)):
+                emb[i] = e
         table = pa.Table.from_pylist(
-            [{"id": r["id"], "split": r["split"], "label": r["label"], "embedding": e.tolist()} for r, e in zip(good, emb.reshape(len(good), -1))],
+            [{"id": r["id"], "split": r["split"], "label": r["label"], "embedding": e.tolist()} for r, e in zip(good, emb)],
             schema=EMBEDDING_SCHEMA,
         )
         if writer is None:

@@ -14,24 +14,48 @@ def _length_batches(values: list[np.ndarray], batch_size: int) -> list[list[int]
     return [order[i : i + batch_size] for i in range(0, len(order), max(1, batch_size))]
 
 
-def student_features(encoder, split: Split, batch_size: int = 16) -> np.ndarray:
-    """Pooled embeddings [n, D] from ``STEPEncoder.encode`` (eval mode, no grad)."""
+def effective_pooling(pooling: str, *splits: Split) -> str:
+    """``channels`` needs one channel count across the task's records; otherwise mean+std stands in."""
+    if pooling == "channels" and len({int(v.shape[0]) for s in splits for v in s.values}) > 1:
+        return "mean+std"
+    return pooling
+
+
+def student_features(encoder, split: Split, batch_size: int = 16, pooling: str = "mean") -> np.ndarray:
+    """Pooled embeddings [n, F] from ``STEPEncoder.encode`` (eval mode, no grad)."""
     out: list[np.ndarray | None] = [None] * len(split)
     for idx in _length_batches(split.values, batch_size):
         # copies: arrays that come through Ray's object store are read-only, which torch warns about
-        emb = encoder.encode([np.array(split.values[i]) for i in idx], [split.rates[i] for i in idx], batch_size=len(idx))
+        emb = encoder.encode([np.array(split.values[i]) for i in idx], [split.rates[i] for i in idx], batch_size=len(idx),
+                             pooling=pooling)
         emb = np.asarray(emb, dtype=np.float32).reshape(len(idx), -1)
         for j, i in enumerate(idx):
             out[i] = emb[j]
     return np.stack(out)
 
 
-def teacher_features(teacher, split: Split, batch_size: int = 8) -> tuple[np.ndarray, int]:
-    """Mean-pooled teacher tokens [n, D] and how many records gave no tokens (their features are zeros):
-    a record the teacher cannot take (too short for it, say) is counted, not fatal."""
+def pool_teacher_tokens(tokens: np.ndarray, pooling: str) -> np.ndarray:
+    """A teacher's tokens [T, D] -> [D] or [2D], the same modes as the student's (model/pooling.py)."""
+    mean = tokens.mean(axis=0)
+    if pooling in ("mean", "channels"):
+        return mean
+    return np.concatenate([mean, tokens.std(axis=0) if pooling == "mean+std" else tokens.max(axis=0)])
+
+
+def teacher_features(teacher, split: Split, batch_size: int = 8, pooling: str = "mean") -> tuple[np.ndarray, int]:
+    """Pooled teacher tokens [n, F] and how many records gave no tokens (their features are zeros): a record
+    the teacher cannot take (too short for it, say) is counted, not fatal.
+
+    pooling ``channels`` runs the teacher on each channel alone and concatenates the channels' token means,
+    the same per-channel view the student's ``channels`` pooling gives."""
     from step_dist.teachers import TeacherInputError
 
-    out = np.zeros((len(split), int(teacher.dim)), dtype=np.float32)
+    if pooling == "channels":
+        n_ch = int(split.values[0].shape[0]) if len(split) else 1
+        parts = [teacher_features(teacher, _one_channel(split, c), batch_size, "mean") for c in range(n_ch)]
+        return np.concatenate([p[0] for p in parts], axis=1), sum(p[1] for p in parts)
+    width = int(teacher.dim) * (1 if pooling == "mean" else 2)
+    out = np.zeros((len(split), width), dtype=np.float32)
     empty = 0
     for idx in _length_batches(split.values, batch_size):
         ok, prepared = [], []
@@ -46,8 +70,12 @@ def teacher_features(teacher, split: Split, batch_size: int = 8) -> tuple[np.nda
             if tokens.ndim != 2 or tokens.shape[0] == 0:
                 empty += 1
                 continue
-            out[i] = tokens.mean(axis=0)
+            out[i] = pool_teacher_tokens(tokens, pooling)
     return out, empty
+
+
+def _one_channel(split: Split, c: int) -> Split:
+    return Split(list(split.ids), [v[c : c + 1] for v in split.values], list(split.rates), list(split.labels))
 
 
 def _fixed_length(values: list[np.ndarray], n_channels: int, length: int) -> np.ndarray:

@@ -149,14 +149,20 @@ class STEPEncoder(nn.Module):
 
     # -- inference on raw arrays --------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, values, sampling_rate_hz=None, batch_size: int = 8, return_tokens: bool = False):
+    def encode(self, values, sampling_rate_hz=None, batch_size: int = 8, return_tokens: bool = False,
+               pooling: str = "mean"):
         """Embed raw numpy records of any length and channel count.
 
-        values: one array [C, L] (or [L]) -> pooled [D]; or a list of them -> [n, D]. sampling_rate_hz: one
-        float for all, a list (one per record), or None. Records are sorted by length and batched
-        (``batch_size`` at a time) to limit padding. With return_tokens=True, returns (pooled, tokens) where
-        tokens is [N, D] for one record or a list of [N_i, D] arrays.
+        values: one array [C, L] (or [L]) -> pooled [F]; or a list of them -> [n, F]. sampling_rate_hz: one
+        float for all, a list (one per record), or None. ``pooling`` (step_dist.model.pooling): mean (F = D),
+        mean+std or mean+max (2D), channels (C*D; every record must then have the same channel count).
+        Records are sorted by length and batched (``batch_size`` at a time) to limit padding. With
+        return_tokens=True, returns (pooled, tokens) where tokens is [N, D] for one record or a list of
+        [N_i, D] arrays.
         """
+        from step_dist.model.pooling import check_pooling, pool_record_channels, pool_tokens
+
+        check_pooling(pooling)
         single = not isinstance(values, (list, tuple))
         arrays = [as_record_array(v, f"record {i}") for i, v in enumerate([values] if single else values)]
         if isinstance(sampling_rate_hz, (list, tuple, np.ndarray)):
@@ -175,13 +181,22 @@ class STEPEncoder(nn.Module):
                 chunk = order[s : s + batch_size]
                 vals, lens, cmask = collate([arrays[i] for i in chunk])
                 rate = torch.tensor([rates[i] for i in chunk], dtype=torch.float32)
-                out = self(vals.to(self.device), lens.to(self.device), cmask.to(self.device), rate.to(self.device))
+                cmask = cmask.to(self.device)
+                out = self(vals.to(self.device), lens.to(self.device), cmask, rate.to(self.device))
+                if pooling == "channels":
+                    emb = pool_record_channels(out.channel_tokens, out.token_mask, cmask)
+                else:
+                    emb = pool_tokens(out.tokens, out.token_mask, pooling)
                 for j, i in enumerate(chunk):
-                    pooled[i] = out.pooled[j].float().cpu().numpy()
+                    pooled[i] = emb[j].float().cpu().numpy()
                     if return_tokens:
                         tokens[i] = out.tokens[j, : int(out.n_tokens[j])].float().cpu().numpy()
         finally:
             self.train(was_training)
+        if not single and len({p.shape for p in pooled}) > 1:
+            counts = sorted({a.shape[0] for a in arrays})
+            raise ValueError(f"pooling 'channels' needs one channel count for all records, got {counts}: "
+                             "use another pooling or records with the same channels")
         emb = pooled[0] if single else np.stack(pooled)
         if return_tokens:
             return emb, (tokens[0] if single else tokens)
