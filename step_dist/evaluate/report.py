@@ -95,6 +95,14 @@ def markdown(report: dict) -> str:
             acc.append(f"| {task} | " + " | ".join(
                 f"{100 * cells[m]['accuracy']['mean']:.1f}" if m in cells and cells[m]["accuracy"]["n"] else "" for m in models) + " |")
         lines += [f"accuracy (%), mean over seeds ({protocol})", ""] + acc + [""]
+    if report.get("recovery"):
+        lines += ["## teacher recovery (probe features, seed 0)", "",
+                  "R^2 of a ridge map from the student's features to the teacher's (fit on train, scored on test), "
+                  "and the student's probe macro-F1 over the teacher's.", "",
+                  "| task | teacher | student | R^2 | F1 ratio |", "|---|---|---|---|---|"]
+        for r in report["recovery"]:
+            lines.append(f"| {r['task']} | {r['teacher']} | {r['student']} | {r['r2']:.3f} | {r['f1_ratio']:.2f} |")
+        lines.append("")
     errors = [r for r in report["results"] if "error" in r]
     if errors:
         lines += ["## failed runs", ""] + [f"- {r['protocol']} / {r['task']} / {r['model']} / seed {r['seed']}: {r['error']}" for r in errors] + [""]

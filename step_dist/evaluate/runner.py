@@ -35,6 +35,9 @@ class ModelSpec:
         return self.kind == "minirocket" or (self.kind == "student" and not self.pretrained)
 
 
+FEATURES_KEY = "_features"
+
+
 def _device(cfg: EvaluateConfig) -> str:
     import torch
 
@@ -56,17 +59,20 @@ def _build_student(spec: ModelSpec, state, seed: int, device: str):
 def _features(task: Task, spec: ModelSpec, state, seed: int, cfg: EvaluateConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     from step_dist.evaluate import features
 
+    pooling = features.effective_pooling(cfg.probe.pooling, task.train, task.test)
     if spec.kind == "student":
         enc = _build_student(spec, state, seed, _device(cfg)).eval()
         b = cfg.probe.batch_size
-        return features.student_features(enc, task.train, b), features.student_features(enc, task.test, b), {}
+        return (features.student_features(enc, task.train, b, pooling), features.student_features(enc, task.test, b, pooling),
+                {"pooling": pooling})
     if spec.kind == "teacher":
         from step_dist.teachers import TeacherConfig, build_teacher
 
         teacher = build_teacher(from_dict(TeacherConfig, spec.teacher, where="teachers."))
-        xtr, e1 = features.teacher_features(teacher, task.train, cfg.probe.batch_size)
-        xte, e2 = features.teacher_features(teacher, task.test, cfg.probe.batch_size)
-        return xtr, xte, {"records_without_tokens": e1 + e2, "teacher_fingerprint": getattr(teacher, "fingerprint", "")}
+        xtr, e1 = features.teacher_features(teacher, task.train, cfg.probe.batch_size, pooling)
+        xte, e2 = features.teacher_features(teacher, task.test, cfg.probe.batch_size, pooling)
+        return xtr, xte, {"records_without_tokens": e1 + e2, "teacher_fingerprint": getattr(teacher, "fingerprint", ""),
+                          "pooling": pooling}
     xtr, xte = features.minirocket_features(task.train, task.test, cfg.minirocket, seed)
     return xtr, xte, {}
 
@@ -86,7 +92,10 @@ def run_probe(task: Task, spec: ModelSpec, state, seeds: list[int], cfg: Evaluat
             metrics = ridge_probe(xtr, y_tr, xte, y_te, k)
         else:
             metrics = linear_probe(xtr, y_tr, xte, y_te, k, seed=seed, cfg=cfg.probe)
-        out.append({**metrics, **extra, "seed": seed, "feature_dim": int(xtr.shape[1]), "seconds": time.perf_counter() - t0})
+        row = {**metrics, **extra, "seed": seed, "feature_dim": int(xtr.shape[1]), "seconds": time.perf_counter() - t0}
+        if seed == seeds[0] and (spec.kind == "teacher" or spec.name in ("step", "step-random")):
+            row[FEATURES_KEY] = (xtr, xte)  # for teacher recovery (evaluate/recovery.py); not kept in the report
+        out.append(row)
     return out
 
 
@@ -182,10 +191,14 @@ def evaluate(
                         r = _remote_finetune.options(**opts).remote(ref, spec, state, seed, cfg)
                         pending.append((protocol, task.name, spec.name, seed, r))
     results = []
+    features: dict[tuple[str, str], tuple] = {}
     for protocol, task_name, model, seed, ref in pending:
         head = {"protocol": protocol, "task": task_name, "model": model}
         try:
             rows = ray.get(ref)
+            for row in rows:
+                if FEATURES_KEY in row:
+                    features[(task_name, model)] = row.pop(FEATURES_KEY)
             results += [{**head, **row} for row in rows]
         except Exception as e:  # noqa: BLE001 - one failed baseline must not lose the other numbers
             cause = getattr(e, "cause", None) or e
@@ -199,6 +212,10 @@ def evaluate(
         results, [t.summary() for t in loaded], cfg,
         checkpoint={"uri": checkpoint, "export": export_uri, "student_config": student_config}, timings=timings,
     )
+    if features:
+        from step_dist.evaluate.recovery import recovery_table
+
+        report["recovery"] = recovery_table(features, report["summary"].get("probe", {}))
     if out:
         write_report(report, out)
     return report
