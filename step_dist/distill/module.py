@@ -13,6 +13,10 @@ import torch.nn.functional as F
 
 from step_dist.distill.align import count_mask, resample_tokens
 from step_dist.distill.losses import build_loss
+from step_dist.distill.target_stats import TargetStats
+
+
+TARGET_NORMS = ("dataset", "layer", "none")
 
 
 @dataclass
@@ -25,7 +29,18 @@ class HeadConfig:
     loss: str = "cosine"  # cosine | mse | smooth_l1 | a sum such as cosine+mse
     align: str = "resample"  # resample | forced
     hidden: int = 0  # 0: a linear head; >0: a two-layer MLP head of that width
-    target_norm: str = "layer"  # layer: LayerNorm the targets (no affine) so teachers' scales compare; none
+    # dataset: standardise each target dimension with running corpus statistics (distill/target_stats.py),
+    # so the part every token shares is not what the student learns; layer: LayerNorm each token (no affine);
+    # none: as the teacher gives them
+    target_norm: str = "dataset"
+    # weight of a record-level term: the mean of the student's predictions over a record against the mean of
+    # its (normalised) targets, so what a pooled embedding keeps is trained directly, not only token by token
+    pooled_weight: float = 0.0
+    # sampling rates (Hz) of the records this teacher describes; outside them a record has no target for it
+    # (0: no bound). An audio model fed a 50 Hz trace upsampled to 16 kHz hears one second of it: its targets
+    # are nearly one constant for the whole view (jobs/diagnose_distillation.py, per domain)
+    min_rate_hz: float = 0.0
+    max_rate_hz: float = 0.0
     # What part of a view the teacher sees (filled from the teacher by the trainer): a teacher that crops its
     # input to its context sees only the head of a long view, so the student is aligned to that head only.
     teacher_rate_hz: float = 0.0  # the teacher's native rate (0: it takes samples as they come)
@@ -39,13 +54,26 @@ class HeadConfig:
         at_teacher = length * (self.teacher_rate_hz / rate_hz if self.teacher_rate_hz and rate_hz > 0 else 1.0)
         return min(1.0, self.teacher_context / max(at_teacher, 1e-9))
 
+    def describes(self, rate_hz: torch.Tensor) -> torch.Tensor:
+        """[B] bool: records whose rate lies in this teacher's range (an unknown rate is always in it)."""
+        keep = torch.ones_like(rate_hz, dtype=torch.bool)
+        known = torch.isfinite(rate_hz) & (rate_hz > 0)
+        if self.min_rate_hz:
+            keep &= ~known | (rate_hz >= self.min_rate_hz)
+        if self.max_rate_hz:
+            keep &= ~known | (rate_hz <= self.max_rate_hz)
+        return keep
+
     def __post_init__(self) -> None:
         if self.align not in ("resample", "forced"):
             raise ValueError(f"teacher {self.name}: align must be 'resample' or 'forced', got {self.align!r}")
-        if self.target_norm not in ("layer", "none"):
-            raise ValueError(f"teacher {self.name}: target_norm must be 'layer' or 'none'")
-        if self.weight < 0:
-            raise ValueError(f"teacher {self.name}: weight must be >= 0")
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(f"teacher {self.name}: target_norm must be one of {TARGET_NORMS}, got {self.target_norm!r}")
+        if self.weight < 0 or self.pooled_weight < 0:
+            raise ValueError(f"teacher {self.name}: weight and pooled_weight must be >= 0")
+        if self.min_rate_hz < 0 or self.max_rate_hz < 0 or (self.max_rate_hz and self.max_rate_hz < self.min_rate_hz):
+            raise ValueError(f"teacher {self.name}: need 0 <= min_rate_hz <= max_rate_hz (0: no bound), "
+                             f"got {self.min_rate_hz}, {self.max_rate_hz}")
         build_loss(self.loss)  # fails early, naming the loss
 
 
@@ -79,6 +107,7 @@ class DistillationModule(nn.Module):
         d_model = student.config.d_model
         self.heads = nn.ModuleDict({h.name: self._make_head(d_model, h) for h in heads})
         self.losses = {h.name: build_loss(h.loss) for h in heads}
+        self.target_stats = nn.ModuleDict({h.name: TargetStats(h.dim) for h in heads if h.target_norm == "dataset"})
         self.penalty_weight = penalty_weight
 
     @staticmethod
@@ -96,6 +125,8 @@ class DistillationModule(nn.Module):
         for name, h in self.head_configs.items():
             target = batch.targets[name]
             counts = batch.target_counts[name]
+            if h.min_rate_hz or h.max_rate_hz:
+                counts = torch.where(h.describes(batch.sampling_rate_hz.to(counts.device)), counts, 0)
             width = target.shape[1]
             mask = count_mask(counts, width) if width else counts.new_zeros(counts.shape[0], 0, dtype=torch.bool)
             cover = batch.coverage.get(name)
@@ -118,9 +149,31 @@ class DistillationModule(nn.Module):
             tgt = target.to(pred.dtype)
             if h.target_norm == "layer":
                 tgt = F.layer_norm(tgt, (tgt.shape[-1],))
+            elif h.target_norm == "dataset":
+                stats = self.target_stats[name]
+                if self.training:
+                    stats.update(tgt, mask)
+                tgt = stats.normalise(tgt)
             loss = self.losses[name](pred, tgt, mask)
             terms[f"loss/{name}"] = loss
             terms[f"tokens/{name}"] = mask.sum()
             total = total + h.weight * loss
+            if h.pooled_weight:
+                pooled = record_cosine_loss(pred, tgt, mask)
+                terms[f"loss_pooled/{name}"] = pooled
+                total = total + h.weight * h.pooled_weight * pooled
         terms["loss"] = total
         return terms
+
+
+def record_cosine_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - cos(mean prediction, mean target) per record over its real tokens, averaged over the records that
+    have any: the record-level summary a pooled embedding is probed on."""
+    m = mask.to(pred.dtype)[:, :, None]
+    n = m.sum(1)
+    has = n[:, 0] > 0
+    if not bool(has.any()):
+        return (pred * 0).sum()
+    p = (pred * m).sum(1) / n.clamp_min(1)
+    t = (target * m).sum(1) / n.clamp_min(1)
+    return (1 - F.cosine_similarity(p[has], t[has], dim=-1, eps=1e-6)).mean()

@@ -165,6 +165,11 @@ def prepare_for(t: "Teacher", values: np.ndarray, rate_hz: float, record_id: str
         except TeacherInputError as e:
             raise TeacherInputError(f"{where}: {e}") from None
     n = resampled_length(x.shape[1], up, down)  # the length at the teacher's rate, before resampling anything
+    if not t.cfg.describes(float(rate_hz)):
+        if allow_short:  # the pipeline: no target for this record, and no teacher time spent on it
+            return np.zeros((x.shape[0], 0), dtype=np.float32)
+        raise TeacherInputError(f"{where}: {float(rate_hz):g} Hz is outside the rates this teacher describes "
+                                f"(min_rate_hz={t.cfg.min_rate_hz:g}, max_rate_hz={t.cfg.max_rate_hz:g})")
     if n < t.min_length:
         if allow_short:
             return np.zeros((x.shape[0], 0), dtype=np.float32)

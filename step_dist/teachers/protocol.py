@@ -53,6 +53,12 @@ class TeacherConfig:
     device: str = "auto"  # auto = cuda when present
     cache_dir: str = ""  # where remote checkpoints are downloaded ("" = ~/.cache/step-dist/downloads)
     options: dict[str, Any] = field(default_factory=dict)  # adapter-specific extras (input_name, ...)
+    # the records this teacher describes, by sampling rate in Hz (0: no bound): outside the range a record
+    # gets no target and the teacher is never run on it. An audio model fed a 50 Hz trace upsampled to 16 kHz
+    # hears one second of it, and its targets are nearly one constant for the whole view
+    # (jobs/diagnose_distillation.py, per domain). A record of unknown rate is always described.
+    min_rate_hz: float = 0.0
+    max_rate_hz: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
@@ -67,6 +73,15 @@ class TeacherConfig:
             raise ValueError(f"teacher {self.name}: scaling {self.scaling!r} not in {SCALINGS}")
         if self.batch_size < 1:
             raise ValueError(f"teacher {self.name}: batch_size must be >= 1")
+        if self.min_rate_hz < 0 or self.max_rate_hz < 0 or (self.max_rate_hz and self.max_rate_hz < self.min_rate_hz):
+            raise ValueError(f"teacher {self.name}: need 0 <= min_rate_hz <= max_rate_hz (0: no bound), "
+                             f"got {self.min_rate_hz}, {self.max_rate_hz}")
+
+    def describes(self, rate_hz: float) -> bool:
+        """Whether a record at this rate is in the teacher's range (an unknown rate always is)."""
+        if not (rate_hz > 0 and rate_hz < float("inf")):
+            return True
+        return rate_hz >= self.min_rate_hz and (not self.max_rate_hz or rate_hz <= self.max_rate_hz)
 
     def preparation(self) -> dict[str, Any]:
         """The part of the config that changes targets (everything but the name and where things run)."""
