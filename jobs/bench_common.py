@@ -160,7 +160,7 @@ def steady_rate(outputs_uri: str, warmup: int, key: str = "samples_per_s") -> di
 
     rows = [json.loads(x) for x in storage.read_bytes(outputs_uri.rstrip("/") + "/metrics.jsonl").decode().splitlines()
             if x.strip()]
-    rows = sorted((r for r in rows if int(r["step"]) > warmup), key=lambda r: r["step"])
+    rows = sorted((r for r in rows if int(r["step"]) > warmup and key in r), key=lambda r: r["step"])  # not validation rows
     rates = [float(r[key]) for r in rows if float(r.get(key, 0)) > 0]
     out = {"steps": len(rates), "rate": len(rates) / sum(1 / x for x in rates) if rates else None,
            "median_step_rate": statistics.median(rates) if rates else None}

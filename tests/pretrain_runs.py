@@ -26,7 +26,12 @@ def load_tiny(sets: list[str]):
 
 def losses(outputs_uri: str) -> dict[int, float]:
     rows = [json.loads(x) for x in storage.read_bytes(outputs_uri.rstrip("/") + "/metrics.jsonl").decode().splitlines() if x.strip()]
-    return {int(r["step"]): float(r["loss"]) for r in rows}
+    return {int(r["step"]): float(r["loss"]) for r in rows if "loss" in r}  # validation rows carry val/ keys only
+
+
+def validation_rows(outputs_uri: str) -> dict[int, dict]:
+    rows = [json.loads(x) for x in storage.read_bytes(outputs_uri.rstrip("/") + "/metrics.jsonl").decode().splitlines() if x.strip()]
+    return {int(r["step"]): {k: v for k, v in r.items() if k.startswith("val/")} for r in rows if "val/distill_loss" in r}
 
 
 def start_pretrain_process(sets: list[str], log_path: str) -> subprocess.Popen:

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from step_dist import storage
-from tests.pretrain_runs import kill_when, load_tiny, losses, overrides, start_pretrain_process
+from tests.pretrain_runs import kill_when, load_tiny, losses, overrides, start_pretrain_process, validation_rows
 from tests.signal_factory import write_synthetic_shards
 
 pytestmark = pytest.mark.slow
@@ -78,9 +78,20 @@ def test_when_one_worker_runs_twice_with_one_seed_then_losses_match_and_a_killed
     # is the adapters' tests' subject; this one is the trainer's)
     common = {"storage": str(tmp_path / "runs"), "data.train": shards, "train.num_workers": 1,
               "train.zero_stage": 0, "train.max_steps": 7, "train.checkpoint_every": 3,
-              "targets.mode": "cache", "targets.cache": str(tmp_path / "targets")}
-    reference = losses(pretrain(load_tiny(overrides(name="ref", **common))).outputs_uri)
+              "targets.mode": "cache", "targets.cache": str(tmp_path / "targets"),
+              # a held-out slice scored every 3 steps, and views mixed in a seeded buffer: both must replay exactly
+              "data.validation_fraction": 0.3, "train.validate_every": 3, "data.shuffle_buffer": 8}
+    ref_run = pretrain(load_tiny(overrides(name="ref", **common)))
+    reference = losses(ref_run.outputs_uri)
     assert sorted(reference) == list(range(1, 8))
+    ref_val = validation_rows(ref_run.outputs_uri)
+    assert sorted(ref_val) == [0, 3, 6, 7] and all(v["val/views"] > 0 for v in ref_val.values())
+    # the held-out records never reach training: the exactly-once ledger names only the others
+    from step_dist.data.split import in_validation
+    from step_dist.train.ledger import read_ledger
+
+    trained = {rid for _, rid, _ in read_ledger(ref_run.outputs_uri, 7)}
+    assert trained and not any(in_validation(r, 0.3) for r in trained)
 
     sets = overrides(name="again", **common)
     proc = start_pretrain_process(sets, str(tmp_path / "killed.log"))
@@ -89,5 +100,8 @@ def test_when_one_worker_runs_twice_with_one_seed_then_losses_match_and_a_killed
     # a second run with the same seed gives the same losses (bit for bit, up to where it was killed)
     assert {s: reference[s] for s in first_part} == first_part
 
-    resumed = losses(pretrain(load_tiny(sets)).outputs_uri)
+    resumed_run = pretrain(load_tiny(sets))
+    resumed = losses(resumed_run.outputs_uri)
     assert resumed == reference, "the resumed run must reproduce the uninterrupted run's losses exactly"
+    # the same validation views, scored the same, across runs and across the resume
+    assert validation_rows(resumed_run.outputs_uri) == ref_val

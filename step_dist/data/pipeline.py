@@ -46,11 +46,17 @@ def read_quarantine(uri: str) -> list[dict[str, Any]]:
     return out
 
 
-def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quarantine_uri: str | None = None):
+def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quarantine_uri: str | None = None,
+                 part: str = "all", validation_fraction: float = 0.0):
     """Ray Data batch UDF (pyarrow): validate each record (the ingest rules), then one row per deterministic view.
 
     Invalid records are written to the quarantine sink with their reason and emit no rows; the views of the
-    good ones come from the same function the target cache uses, so view ids always agree."""
+    good ones come from the same function the target cache uses, so view ids always agree.
+
+    ``part``: "train" keeps the records outside the held-out validation slice (data/split.py), "validation"
+    only those in it, "all" every record (the target cache covers both)."""
+    from step_dist.data.split import in_validation
+
     from step_dist.signals.validate import ValidationConfig, validate_record
     from step_dist.data.views import view_rows
 
@@ -65,13 +71,20 @@ def expand_views(batch, view: dict[str, Any], validation: dict[str, Any], quaran
             reason = f"undecodable record: {type(e).__name__}: {e}"
         if reason is None and int(row["length"]) < vcfg.min_length:
             reason = f"too short for any view: {int(row['length'])} samples < data.view.min_length={vcfg.min_length}"
+        if reason is None and part != "all" and in_validation(str(row["id"]), validation_fraction) != (part == "validation"):
+            continue  # the other part's record: not bad, just not this dataset's
         if reason is not None:
+            if part == "validation":
+                continue  # the training dataset quarantines it (once)
             bad.append({"id": str(row.get("id")), "uri": str(row.get("uri")), "index": int(row.get("index", -1)),
                         "reason": reason, "stage": "pipeline"})
         else:
             keep.append(i)
     QuarantineSink(quarantine_uri).write(bad)
-    return view_rows(batch.take(keep), vcfg)
+    import pyarrow as pa
+
+    # typed indices: an empty list (a batch with nothing for this part) would be a null array take() refuses
+    return view_rows(batch.take(pa.array(keep, type=pa.int64())), vcfg)
 
 
 def read_shard_files(batch, quarantine_uri: str | None = None):
@@ -132,12 +145,16 @@ def read_shards(uri: str, quarantine_uri: str | None = None):
                              batch_size=1, batch_format="pyarrow")
 
 
-def build_view_dataset(data_cfg, quarantine_uri: str | None):
-    """shards -> validated views (no targets yet)."""
-    ds = read_shards(data_cfg.train, quarantine_uri)
+def build_view_dataset(data_cfg, quarantine_uri: str | None, part: str | None = None):
+    """shards -> validated views (no targets yet). ``part``: train | validation | all; by default "train"
+    when the recipe holds out a validation slice (data.validation_fraction > 0), else "all"."""
+    fraction = float(getattr(data_cfg, "validation_fraction", 0.0))
+    part = part or ("train" if fraction > 0 else "all")
+    ds = read_shards(data_cfg.train, quarantine_uri if part != "validation" else None)
     return ds.map_batches(
         expand_views,
-        fn_kwargs={"view": asdict(data_cfg.view), "validation": dict(data_cfg.validation), "quarantine_uri": quarantine_uri},
+        fn_kwargs={"view": asdict(data_cfg.view), "validation": dict(data_cfg.validation), "quarantine_uri": quarantine_uri,
+                   "part": part, "validation_fraction": fraction},
         batch_format="pyarrow",
         batch_size=16,
     )

@@ -7,6 +7,7 @@ on any worker, in any epoch. A cached target is keyed by (record id, view id, te
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,21 @@ class ViewConfig:
     min_length: int = 32  # records shorter than this are quarantined ("too short for any view")
     views_per_record: int = 1  # distinct crops per record (each is its own training example)
     seed: int = 0
+    # how long a view is: "max" spans min(record, max_length); "log_uniform" draws each view's span between
+    # min_span and that, uniformly in log length, so the student meets the short records (tens to hundreds
+    # of samples) that downstream tasks hold and not only max_length crops of long ones
+    span: str = "max"
+    min_span: int = 0  # shortest log_uniform view (0: min_length)
 
     def __post_init__(self) -> None:
         if self.min_length < 1 or self.max_length < self.min_length:
             raise ValueError(f"view lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}")
         if self.views_per_record < 1:
             raise ValueError("views_per_record must be >= 1")
+        if self.span not in ("max", "log_uniform"):
+            raise ValueError(f"view span must be 'max' or 'log_uniform', got {self.span!r}")
+        if self.min_span and not self.min_length <= self.min_span <= self.max_length:
+            raise ValueError(f"view min_span must lie in [min_length, max_length], got {self.min_span}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ def _hash_unit(*parts: object) -> float:
 def view_window(record_id: str, length: int, cfg: ViewConfig, index: int = 0) -> View:
     """The crop [start, stop) of a record of ``length`` samples for view ``index``."""
     span = min(length, cfg.max_length)
+    if cfg.span == "log_uniform":
+        low = min(span, max(cfg.min_span or cfg.min_length, 1))
+        u = _hash_unit(cfg.seed, record_id, index, "span")
+        span = int(round(math.exp(math.log(low) + u * (math.log(span) - math.log(low)))))
+        span = max(low, min(span, min(length, cfg.max_length)))
     room = length - span
     start = int(_hash_unit(cfg.seed, record_id, index) * (room + 1)) if room > 0 else 0
     start = min(start, room)

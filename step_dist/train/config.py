@@ -33,7 +33,8 @@ class TeacherEntry:
     loss: str = "cosine"
     align: str = "resample"  # resample | forced
     hidden: int = 0
-    target_norm: str = "layer"
+    target_norm: str = "dataset"  # dataset | layer | none (step_dist.distill.module.HeadConfig)
+    pooled_weight: float = 0.0  # weight of the record-level term (HeadConfig.pooled_weight)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 
@@ -43,7 +44,12 @@ class DataConfig:
     view: ViewConfig = field(default_factory=ViewConfig)
     batch_size: int = 8  # micro-batch per worker
     bucket_rows: int = 64  # rows sorted by length together before micro-batches are cut (length buckets)
+    shuffle_buffer: int = 0  # views mixed in a seeded buffer before bucketing (0: corpus order)
     validation: dict[str, Any] = field(default_factory=dict)  # step_dist.signals.validate.ValidationConfig fields
+    # records held out (by a hash of their id, data/split.py) to measure distillation on unseen data: the
+    # validation loss per teacher and the student's effective ranks every train.validate_every steps
+    validation_fraction: float = 0.0
+    validation_max_views: int = 64  # views of that slice scored each time (their targets travel to every worker)
 
 
 @dataclass
@@ -87,6 +93,7 @@ class TrainConfig:
     # import besides torch/DeepSpeed tensors (explicit opt-in; anything else is refused before unpickling)
     account_records: bool = True  # exactly-once ledger of (record id, view id) per epoch, checked at the end
     penalty_weight: float = 1.0
+    validate_every: int = 50  # steps between validation passes (data.validation_fraction > 0), and at the end
     deterministic: bool = False  # torch deterministic algorithms (exact repeatability; slower on GPU)
 
 
@@ -141,6 +148,10 @@ class PretrainConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"data.validation: {e} (keys: nan_policy, min_length, max_length, max_channels, "
                               "max_bytes, allow_constant)") from None
+        if not 0.0 <= self.data.validation_fraction < 1.0:
+            raise ConfigError(f"data.validation_fraction: must be in [0, 1), got {self.data.validation_fraction}")
+        if self.data.validation_max_views < 1 or t.validate_every < 1:
+            raise ConfigError("data.validation_max_views and train.validate_every: must be >= 1")
         if self.data.bucket_rows < self.data.batch_size:
             raise ConfigError("data.bucket_rows: must be >= data.batch_size")
         if self.targets.mode not in ("online", "cache"):

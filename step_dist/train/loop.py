@@ -191,11 +191,31 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     teacher_names = [h.name for h in heads]
     heads_by_name = {h.name: h for h in heads}
+    val_rows = ray.get(loop_cfg["validation"]) if loop_cfg.get("validation") is not None else []
+
+    def validate() -> dict[str, float]:
+        from step_dist.train.validation import validation_metrics
+
+        vm = validation_metrics(engine.module, val_rows, heads_by_name, cfg.data.batch_size, rank, world, device, param_dtype)
+        tracker.log(state.step, vm)
+        if rank == 0:
+            per = " ".join(f"{k[9:]}={v:.4f}" for k, v in sorted(vm.items()) if k.startswith("val/loss/"))
+            print(f"[step-dist] validation at step {state.step}: distill loss {vm['val/distill_loss']:.4f} ({per}) | "
+                  f"effective rank tokens {vm['val/erank_tokens']:.1f}, pooled {vm['val/erank_pooled']:.1f} "
+                  f"over {int(vm['val/views'])} held-out views", flush=True)
+        return vm
+
+    if val_rows and state.step == 0:
+        validate()  # the student at init: the reference the curve starts from
     last_metrics: dict[str, float] = {}
     report_window: list[float] = []
     engine.train()
     while state.step < t_cfg.max_steps:
-        chunks = shard.iter_batches(batch_size=cfg.data.bucket_rows, batch_format="numpy", prefetch_batches=2)
+        # a corpus is written source by source; without mixing, an epoch would train on one domain after the
+        # other and forget the first by the end. Seeded per epoch, so a resumed run replays the same order.
+        shuffle = {"local_shuffle_buffer_size": cfg.data.shuffle_buffer,
+                   "local_shuffle_seed": t_cfg.seed * 100_003 + state.epoch} if cfg.data.shuffle_buffer else {}
+        chunks = shard.iter_batches(batch_size=cfg.data.bucket_rows, batch_format="numpy", prefetch_batches=2, **shuffle)
         micro = bucketed_micro_batches(chunks, cfg.data.batch_size)
         # resume mid-epoch: the pipeline order is deterministic, so skip what the checkpoint already trained on
         # (a checkpoint taken at the very end of an epoch skips all of it and moves on to the next epoch)
@@ -263,6 +283,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
                 print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
             window = _new_window()
+            if val_rows and (state.step % t_cfg.validate_every == 0 or state.step == t_cfg.max_steps):
+                m = {**m, **validate()}
             is_ckpt = state.step % t_cfg.checkpoint_every == 0 or state.step == t_cfg.max_steps
             if report_every:
                 report_window.append(m["distill_loss"])

@@ -74,18 +74,28 @@ def plot_loss_curve(metrics_jsonl: str, out_png: str) -> str:
     import matplotlib.pyplot as plt
 
     rows = read_metrics(metrics_jsonl)
-    # a resumed run re-logs nothing twice, but keep the last value per step to be safe
-    by_step = {r["step"]: r for r in rows}
+    # training and validation rows of one step are merged; a resumed run re-logs nothing twice, but the last
+    # value per step and key wins to be safe
+    by_step: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], {}).update(r)
     steps = sorted(by_step)
     keys = ["loss"] + sorted({k for r in rows for k in r if k.startswith("loss/")})
+    val_keys = sorted({k for r in rows for k in r if k.startswith("val/loss/")})
     fig, ax = plt.subplots(figsize=(7, 4))
+    colors = {}
     for k in keys:
-        ax.plot(steps, [by_step[s].get(k, float("nan")) for s in steps], label=k, lw=2 if k == "loss" else 1)
+        pts = [(s, by_step[s][k]) for s in steps if k in by_step[s]]
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"train {k}", lw=2 if k == "loss" else 1)
+        colors[k] = line.get_color()
+    for k in val_keys:
+        pts = [(s, by_step[s][k]) for s in steps if k in by_step[s]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--", color=colors.get(k[4:]), label=f"validation {k[4:]}", lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("distillation loss")
-    ax.set_title("step-dist pretraining")
+    ax.set_title("step-dist pretraining (lines: train, dashed: held-out validation)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)

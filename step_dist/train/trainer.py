@@ -156,11 +156,22 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     dims = _teacher_dims(cfg)
     heads = [
         HeadConfig(name=te.name, weight=te.weight, loss=te.loss, align=te.align,
-                   hidden=te.hidden, target_norm=te.target_norm, **dims[te.name])
+                   hidden=te.hidden, target_norm=te.target_norm, pooled_weight=te.pooled_weight,
+                   # the teacher's rate range (TeacherConfig.min/max_rate_hz) gates its head too, so a record
+                   # outside it never weighs in, whatever the source of the targets
+                   min_rate_hz=float(te.model.get("min_rate_hz", 0.0)), max_rate_hz=float(te.model.get("max_rate_hz", 0.0)),
+                   **dims[te.name])
         for te in cfg.teachers
     ]
     quarantine_uri = outputs_uri + "/quarantine"
     ds = attach_targets(build_view_dataset(cfg.data, quarantine_uri), cfg)
+    from step_dist.train.validation import collect_rows
+
+    val_rows = collect_rows(cfg)
+    val_ref = ray.put(val_rows) if val_rows else None
+    if verbose and cfg.data.validation_fraction > 0:
+        print(f"[step-dist] validation: {len(val_rows)} view(s) of the {cfg.data.validation_fraction:.0%} of records held out "
+              f"(data.validation_fraction), scored every {cfg.train.validate_every} steps", flush=True)
 
     from ray.data import ExecutionOptions
 
@@ -176,7 +187,7 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri,
-                           "report_every": int(report_every)},
+                           "report_every": int(report_every), "validation": val_ref},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(
