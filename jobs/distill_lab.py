@@ -1,6 +1,12 @@
 """Distillation ablations in one process, fast enough to compare many settings on 2 CPU cores (issue 16).
 
-    python jobs/distill_lab.py --data demo_out/data --out lab_out --variants base,std,std+pool ...
+    python jobs/distill_lab.py --data demo_out/data --out lab_out --variants jobs/configs/lab/issue16_v2.json \
+        [--only random,L-std] [--teachers mean,mean+std,channels]
+
+A variants file maps a name to a spec: steps, batch, lr, weight_decay, shuffle, size/student (StudentConfig),
+view (ViewConfig), teacher_set ("gate": CREPE only on records >= 2 kHz), head / heads.<teacher> (HeadConfig
+fields), teachers_used, pooling ("all": mean, mean+std and channels). The files behind issue 16's ablation
+tables are in jobs/configs/lab/ (v4 ran on a corpus with aeon's other bundled sets added, since reverted).
 
 What it shares with `step-dist pretrain`: the student (STEPEncoder), the distillation module and its losses
 (distill/module.py), the teachers (built with build_teacher from the demo recipe's entries, targets of each
