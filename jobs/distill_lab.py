@@ -161,14 +161,22 @@ def run_variant(name: str, spec: dict, views, targets, heads_base, tasks, seed: 
                 curve.append({"step": step, **{k: float(v) for k, v in terms.items() if k.startswith("loss")}})
     train_s = time.time() - t0
     module.eval()
+    from step_dist.train.validation import Spectrum
+
+    spec_tok, spec_pool = Spectrum(student.config.d_model, torch.device("cpu")), Spectrum(student.config.d_model, torch.device("cpu"))
     with torch.no_grad():
         val = {n: [] for n in names}
         for s in range(0, len(val_idx), bs):
-            terms = module(collate(rows(sorted(val_idx[s : s + bs], key=lambda i: views[i]["values"].shape[1])), names, hb))
+            batch = collate(rows(sorted(val_idx[s : s + bs], key=lambda i: views[i]["values"].shape[1])), names, hb)
+            terms = module(batch)
             for n in names:
                 val[n].append(float(terms[f"loss/{n}"]))
+            out = student(batch.values, batch.lengths, batch.channel_mask, batch.sampling_rate_hz)
+            spec_tok.add(out.tokens[out.token_mask])
+            spec_pool.add(out.pooled)
     res = {"variant": name, "spec": spec, "train_s": train_s, "curve": curve,
-           "val_loss": {n: float(np.mean(v)) for n, v in val.items()}}
+           "val_loss": {n: float(np.mean(v)) for n, v in val.items()},
+           "val_erank": {"tokens": spec_tok.erank(), "pooled": spec_pool.erank()}}
     res["tasks"] = {t.name: score_task(student, t, spec.get("pooling", "mean"), seed) for t in tasks}
     return res
 
@@ -301,7 +309,7 @@ def main() -> None:
         views, tg, heads = prepared[vkey]
         print(f"== {name}: {len(views)} views", flush=True)
         res = run_variant(name, spec, views, tg, heads, tasks, a.seed, val_ids)
-        print(json.dumps({k: res[k] for k in ("variant", "train_s", "val_loss", "tasks")}), flush=True)
+        print(json.dumps({k: res[k] for k in ("variant", "train_s", "val_loss", "val_erank", "tasks")}), flush=True)
         results.append(res)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, f"distill_lab_{int(time.time())}.json"), "w") as f:
@@ -314,6 +322,7 @@ def main() -> None:
         print(f"| {name} | | " + " | ".join(f"{x:.1f}" for x in f1) + f" | {np.mean(f1):.1f} | |")
     for r in results:
         vl = " ".join(f"{k}={v:.3f}" for k, v in r["val_loss"].items())
+        vl += " erank tok={tokens:.1f} pool={pooled:.1f}".format(**r["val_erank"])
         for p in [k for k in r["tasks"][task_names[0]] if not k.startswith("r2:")]:
             f1 = [r["tasks"][t][p] for t in task_names]
             r2 = [r["tasks"][t].get(f"r2:{p}", float("nan")) for t in task_names]
