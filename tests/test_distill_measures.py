@@ -13,15 +13,7 @@ from step_dist.model import STEPEncoder, StudentConfig
 from step_dist.model.pooling import POOLING_MODES
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return STEPEncoder(StudentConfig.named("tiny")).eval()
-
-
-def _records(spec, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((c, t)).astype(np.float32) for c, t in spec]
+from tests.test_model_encoder import _records, tiny  # noqa: F401 - the encoder tests' fixture and records
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
