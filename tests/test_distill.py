@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from step_dist.distill import DistillationModule, DistillBatch, HeadConfig, build_loss, resample_tokens
+from step_dist.distill.align import pool_tokens_to
 from step_dist.model import STEPEncoder, StudentConfig
 
 
@@ -49,7 +50,7 @@ def _batch(counts_a, counts_b):
                         {"a": ta, "b": tb})
 
 
-@pytest.mark.parametrize("align", ["resample", "forced"])
+@pytest.mark.parametrize("align", ["resample", "pool", "forced"])
 def test_when_a_record_has_no_target_then_its_loss_term_ignores_it_and_gradients_reach_the_student(align):
     torch.manual_seed(0)
     student = STEPEncoder(StudentConfig.named("tiny"))
@@ -60,7 +61,7 @@ def test_when_a_record_has_no_target_then_its_loss_term_ignores_it_and_gradients
     assert terms["loss/b"].item() == 0.0  # no record had a target for b
     terms["loss"].backward()
     # resampling keeps the learnt stride in the graph; a forced stride is fixed by the teacher (no MLP gradient)
-    trained = student.patching if align == "resample" else student
+    trained = student if align == "forced" else student.patching
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters())
     assert module.heads["b"].weight.grad is None or module.heads["b"].weight.grad.abs().sum() == 0
 
@@ -113,3 +114,22 @@ def test_when_a_ragged_batch_is_resampled_at_once_then_each_record_equals_its_ow
             want = F.interpolate(tokens[i, :n].T[None], size=t, mode="linear", align_corners=False)[0].T
             torch.testing.assert_close(out[i, :t], want)
         assert torch.all(out[i, t:] == 0)
+
+
+def test_when_student_tokens_are_pooled_to_a_coarser_teacher_then_each_target_is_the_mean_over_its_span():
+    tokens = torch.randn(2, 12, 3)
+    mask = torch.arange(12)[None, :] < torch.tensor([[12], [9]])
+    out = pool_tokens_to(tokens, mask, torch.tensor([4, 3]))
+    # 12 tokens to 4: three a target; 9 real tokens to 3: three a target, padding never weighs in
+    torch.testing.assert_close(out[0], tokens[0].view(4, 3, 3).mean(1))
+    torch.testing.assert_close(out[1, :3], tokens[1, :9].view(3, 3, 3).mean(1))
+    assert torch.equal(out[1, 3], torch.zeros(3))
+    # spans that cut a token share it by overlap: 3 tokens to 2 targets -> 1.5 tokens each
+    three = torch.tensor([[[0.0], [3.0], [6.0]]])
+    torch.testing.assert_close(pool_tokens_to(three, torch.ones(1, 3, dtype=torch.bool), torch.tensor([2]))[0, :, 0],
+                               torch.tensor([(0.0 + 0.5 * 3.0) / 1.5, (0.5 * 3.0 + 6.0) / 1.5]))
+    # a finer teacher takes the student token it lies in; a teacher that saw half the view splits that half
+    fine = pool_tokens_to(three, torch.ones(1, 3, dtype=torch.bool), torch.tensor([6]))[0, :, 0]
+    torch.testing.assert_close(fine, torch.tensor([0.0, 0.0, 3.0, 3.0, 6.0, 6.0]))
+    half = pool_tokens_to(tokens[:1], mask[:1], torch.tensor([2]), coverage=torch.tensor([0.5]))
+    torch.testing.assert_close(half[0], tokens[0, :6].view(2, 3, 3).mean(1))

@@ -100,6 +100,49 @@ def test_when_target_stats_accumulate_then_they_equal_the_corpus_statistics_and_
     assert stats.mean.dtype == torch.float64 and stats.count.dtype == torch.float64
 
 
+def test_when_targets_are_whitened_then_their_directions_come_out_uncorrelated_with_unit_variance():
+    rng = np.random.default_rng(1)
+    # correlated targets: 6 dims driven by 3 factors of very different size, plus a little noise
+    factors = rng.standard_normal((4000, 3)) * np.array([10.0, 1.0, 0.3])
+    x = factors @ rng.standard_normal((3, 6)) + 0.05 * rng.standard_normal((4000, 6)) + 4.0
+    mask = torch.ones(40, 100, dtype=torch.bool)
+    batches = torch.from_numpy(x).float().view(40, 100, 6)
+    stats = TargetStats(6, whiten=True, floor=1e-6)
+    for b in range(40):
+        stats.update(batches[b : b + 1], mask[b : b + 1])
+    z = stats.normalise(torch.from_numpy(x).float()).double().numpy()
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(np.cov(z.T), np.eye(6), atol=2e-2)  # every direction counts alike
+    std_only = TargetStats(6)
+    for b in range(40):
+        std_only.update(batches[b : b + 1], mask[b : b + 1])
+    lam = np.linalg.eigvalsh(np.cov(std_only.normalise(torch.from_numpy(x).float()).double().numpy().T))
+    assert lam.max() / lam.mean() > 2  # what standardising alone leaves: one direction dominates
+    # the floor damps directions of almost no variance instead of amplifying their noise
+    floored = TargetStats(6, whiten=True, floor=0.1)
+    for b in range(40):
+        floored.update(batches[b : b + 1], mask[b : b + 1])
+    lam_f = np.linalg.eigvalsh(np.cov(floored.normalise(torch.from_numpy(x).float()).double().numpy().T))
+    assert lam_f.min() < 0.2 and lam_f.max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_when_whitening_statistics_are_restored_then_the_targets_are_whitened_exactly_as_before():
+    rng = np.random.default_rng(2)
+    data = torch.from_numpy(rng.standard_normal((30, 20, 4)) @ rng.standard_normal((4, 4))).float()
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    run = TargetStats(4, whiten=True, refresh_every=3)
+    for b in range(13):  # off the refresh schedule: the whitener in use is from update 12
+        run.update(data[b : b + 1], mask)
+    resumed = TargetStats(4, whiten=True, refresh_every=3)
+    resumed.load_state_dict(run.state_dict())  # what a checkpoint carries
+    for b in range(13, 30):
+        run.update(data[b : b + 1], mask)
+        resumed.update(data[b : b + 1], mask)
+        assert torch.equal(run.normalise(data[b]), resumed.normalise(data[b]))
+    run.to(torch.bfloat16)
+    assert run.whitener.dtype == torch.float64 and run.comoment.dtype == torch.float64
+
+
 def test_when_views_span_log_uniform_lengths_then_they_cover_short_and_long_and_repeat_exactly():
     cfg = ViewConfig(max_length=4096, min_length=32, span="log_uniform", views_per_record=4, seed=3)
     spans = [view_window(f"r{i}", 10_000, cfg, k).length for i in range(200) for k in range(4)]

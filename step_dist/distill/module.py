@@ -11,12 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from step_dist.distill.align import count_mask, resample_tokens
+from step_dist.distill.align import count_mask, pool_tokens_to, resample_tokens
 from step_dist.distill.losses import build_loss
 from step_dist.distill.target_stats import TargetStats
 
 
-TARGET_NORMS = ("dataset", "layer", "none")
+ALIGNS = ("resample", "pool", "forced")
+TARGET_NORMS = ("whiten", "dataset", "layer", "none")
 
 
 @dataclass
@@ -27,12 +28,16 @@ class HeadConfig:
     dim: int  # teacher token width
     weight: float = 1.0
     loss: str = "cosine"  # cosine | mse | smooth_l1 | a sum such as cosine+mse
-    align: str = "resample"  # resample | forced
+    align: str = "resample"  # resample | pool | forced (distill/align.py)
     hidden: int = 0  # 0: a linear head; >0: a two-layer MLP head of that width
-    # dataset: standardise each target dimension with running corpus statistics (distill/target_stats.py),
-    # so the part every token shares is not what the student learns; layer: LayerNorm each token (no affine);
-    # none: as the teacher gives them
+    # whiten: standardise, then decorrelate the target dimensions with running corpus statistics
+    # (distill/target_stats.py), so every direction the teacher varies along counts alike in the loss, not only
+    # its few largest; dataset: standardise each dimension only, so the part every token shares is not what the
+    # student learns; layer: LayerNorm each token (no affine); none: as the teacher gives them
     target_norm: str = "dataset"
+    # whiten: eigenvalues below this fraction of the mean are raised to it (directions of almost no variance
+    # are numerical noise, not something to amplify)
+    whiten_floor: float = 1e-2
     # weight of a record-level term: the mean of the student's predictions over a record against the mean of
     # its (normalised) targets, so what a pooled embedding keeps is trained directly, not only token by token
     pooled_weight: float = 0.0
@@ -65,10 +70,12 @@ class HeadConfig:
         return keep
 
     def __post_init__(self) -> None:
-        if self.align not in ("resample", "forced"):
-            raise ValueError(f"teacher {self.name}: align must be 'resample' or 'forced', got {self.align!r}")
+        if self.align not in ALIGNS:
+            raise ValueError(f"teacher {self.name}: align must be one of {ALIGNS}, got {self.align!r}")
         if self.target_norm not in TARGET_NORMS:
             raise ValueError(f"teacher {self.name}: target_norm must be one of {TARGET_NORMS}, got {self.target_norm!r}")
+        if not 0 < self.whiten_floor <= 1:
+            raise ValueError(f"teacher {self.name}: whiten_floor must be in (0, 1], got {self.whiten_floor}")
         if self.weight < 0 or self.pooled_weight < 0:
             raise ValueError(f"teacher {self.name}: weight and pooled_weight must be >= 0")
         if self.min_rate_hz < 0 or self.max_rate_hz < 0 or (self.max_rate_hz and self.max_rate_hz < self.min_rate_hz):
@@ -107,7 +114,10 @@ class DistillationModule(nn.Module):
         d_model = student.config.d_model
         self.heads = nn.ModuleDict({h.name: self._make_head(d_model, h) for h in heads})
         self.losses = {h.name: build_loss(h.loss) for h in heads}
-        self.target_stats = nn.ModuleDict({h.name: TargetStats(h.dim) for h in heads if h.target_norm == "dataset"})
+        self.target_stats = nn.ModuleDict({
+            h.name: TargetStats(h.dim, whiten=h.target_norm == "whiten", floor=h.whiten_floor)
+            for h in heads if h.target_norm in ("dataset", "whiten")
+        })
         self.penalty_weight = penalty_weight
 
     @staticmethod
@@ -141,6 +151,8 @@ class DistillationModule(nn.Module):
                     num_tokens=counts.clamp_min(1),
                 )
                 student_tokens = forced.tokens[:, :width]
+            elif h.align == "pool":
+                student_tokens = pool_tokens_to(out.tokens, out.token_mask, counts, cover)[:, :width]
             else:
                 student_tokens = resample_tokens(out.tokens, out.token_mask, counts, cover)[:, :width]
             if student_tokens.shape[1] < width:
@@ -149,7 +161,7 @@ class DistillationModule(nn.Module):
             tgt = target.to(pred.dtype)
             if h.target_norm == "layer":
                 tgt = F.layer_norm(tgt, (tgt.shape[-1],))
-            elif h.target_norm == "dataset":
+            elif h.target_norm in ("dataset", "whiten"):
                 stats = self.target_stats[name]
                 if self.training:
                     stats.update(tgt, mask)

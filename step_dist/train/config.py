@@ -31,9 +31,10 @@ class TeacherEntry:
     model: dict[str, Any] = field(default_factory=dict)  # step_dist.teachers.TeacherConfig fields (kind, checkpoint, ...)
     weight: float = 1.0
     loss: str = "cosine"
-    align: str = "resample"  # resample | forced
+    align: str = "resample"  # resample | pool | forced (step_dist.distill.align)
     hidden: int = 0
-    target_norm: str = "dataset"  # dataset | layer | none (step_dist.distill.module.HeadConfig)
+    target_norm: str = "dataset"  # whiten | dataset | layer | none (step_dist.distill.module.HeadConfig)
+    whiten_floor: float = 1e-2  # target_norm whiten: eigenvalue floor, a fraction of the mean eigenvalue
     pooled_weight: float = 0.0  # weight of the record-level term (HeadConfig.pooled_weight)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
@@ -163,5 +164,5 @@ class PretrainConfig:
         for i, te in enumerate(self.teachers):
             if te.pool.size < 1:
                 raise ConfigError(f"teachers[{i}].pool.size: must be >= 1")
-            if te.align not in ("resample", "forced"):
-                raise ConfigError(f"teachers[{i}].align: resample or forced, got {te.align!r}")
+            if te.align not in ("resample", "pool", "forced"):
+                raise ConfigError(f"teachers[{i}].align: resample, pool or forced, got {te.align!r}")

@@ -156,7 +156,8 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     dims = _teacher_dims(cfg)
     heads = [
         HeadConfig(name=te.name, weight=te.weight, loss=te.loss, align=te.align,
-                   hidden=te.hidden, target_norm=te.target_norm, pooled_weight=te.pooled_weight,
+                   hidden=te.hidden, target_norm=te.target_norm, whiten_floor=te.whiten_floor,
+                   pooled_weight=te.pooled_weight,
                    # the teacher's rate range (TeacherConfig.min/max_rate_hz) gates its head too, so a record
                    # outside it never weighs in, whatever the source of the targets
                    min_rate_hz=float(te.model.get("min_rate_hz", 0.0)), max_rate_hz=float(te.model.get("max_rate_hz", 0.0)),
