@@ -282,3 +282,22 @@ def test_when_evaluate_runs_on_the_ingested_tasks_then_the_report_sets_the_paper
     assert "tiny student (2 x 64" in paper[STEAD]["scale"] and "8 train / 4 test" in paper[STEAD]["scale"]
     md = (report_dir / "report.md").read_text()
     assert "## beside the paper" in md and f"| {STEAD} | STEAD | 83.7 |" in md
+
+
+def test_when_the_scits_recipes_are_loaded_then_they_pass_the_config_checks():
+    from step_dist import config
+    from step_dist.evaluate.config import EvaluateConfig
+    from step_dist.evaluate.paper import paper_task
+    from step_dist.evaluate.scits_release import load_rates
+    from step_dist.teachers import TeacherConfig
+    from step_dist.train.config import PretrainConfig
+
+    pretrain = config.load(PretrainConfig, "jobs/configs/scits.yaml")
+    pretrain.check()
+    kinds = [config.from_dict(TeacherConfig, {"name": t.name, **t.model}).kind for t in pretrain.teachers]
+    assert kinds == ["hf_audio", "hf_remote", "braindecode"]  # audio SSL, Time-MoE, an EEG model
+    evaluation = config.load(EvaluateConfig, "jobs/configs/eval-scits.yaml")
+    assert [paper_task(t.name) for t in evaluation.tasks] == ["GWOSC", "LEAVES", "STEAD", "MarmAudio", "SleepEDF",
+                                                             "WBCIC", "RadSeg"]
+    assert "finetune" in evaluation.protocols
+    assert load_rates("jobs/configs/scits-rates.yaml")["STEAD"] == 100.0
