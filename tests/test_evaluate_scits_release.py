@@ -301,3 +301,25 @@ def test_when_the_scits_recipes_are_loaded_then_they_pass_the_config_checks():
                                                              "WBCIC", "RadSeg"]
     assert "finetune" in evaluation.protocols
     assert load_rates("jobs/configs/scits-rates.yaml")["STEAD"] == 100.0
+
+
+def test_when_the_release_is_on_object_storage_then_the_verb_reads_it_there(s3_bucket, tmp_path):
+    import io
+
+    from step_dist import storage
+
+    root, task = f"{s3_bucket}/Release_v1", "Earth-STEAD-Seismic-Detection"
+    rows = {"train": [], "test": []}
+    for i in range(6):
+        buf = io.BytesIO()
+        np.save(buf, np.full((50, 3), float(i), np.float32))
+        storage.write_bytes(f"{root}/{task}/raw_input_data/{i}.npy", buf.getvalue())
+        rows["test" if i >= 4 else "train"].append(
+            _row(task, i, f"{task}/raw_input_data/{i}.npy", {"contain": i % 2 == 0}, channel=3, meta={"fs": 100}))
+    for split, rs in rows.items():
+        storage.write_bytes(f"{root}/{task}/{task}-{split}-{len(rs)}.jsonl", "".join(json.dumps(r) + "\n" for r in rs).encode())
+
+    assert main(["ingest-scits", root, "--out", f"{s3_bucket}/out"]) == 0
+    loaded = load_task(TaskConfig(uri=f"{s3_bucket}/out/tasks/{task}"))
+    assert loaded.classes == ["false", "true"] and len(loaded.train) == 4 and len(loaded.test) == 2
+    np.testing.assert_array_equal(loaded.test.values[1], np.full((3, 50), 5.0, np.float32))

@@ -68,7 +68,8 @@ def markdown(rows: list[dict]) -> list[str]:
     ours = sorted({m for r in rows for m in r["ours"]})
     lines = ["## beside the paper (STEP, arXiv 2603.18688: SciTS F1 %)", "",
              f"Paper: {PAPER_SCALE}; its numbers come from notes quoting the submission. Ours: macro-F1 % at the "
-             "scale in the last column, not the paper's experiment unless that column says so.", "",
+             "scale in the last column, not the paper's experiment unless that column says so (SciTS's own scorer "
+             "gives detection tasks a binary F1; ours averages both classes).", "",
              "| task | paper task | " + " | ".join(f"paper {m}" for m in PUBLISHED) + " | "
              + " | ".join(f"ours {m}" for m in ours) + " | our scale |",
              "|---|---|" + "---|" * (len(PUBLISHED) + len(ours)) + "---|"]
