@@ -323,3 +323,11 @@ def test_when_the_release_is_on_object_storage_then_the_verb_reads_it_there(s3_b
     loaded = load_task(TaskConfig(uri=f"{s3_bucket}/out/tasks/{task}"))
     assert loaded.classes == ["false", "true"] and len(loaded.train) == 4 and len(loaded.test) == 2
     np.testing.assert_array_equal(loaded.test.values[1], np.full((3, 50), 5.0, np.float32))
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/../../b", "..", "/abs/path", "", "_hidden", "x\0y"])
+def test_when_a_row_names_its_task_with_path_parts_then_the_task_folder_stays_one_plain_name(name):
+    from step_dist.evaluate.scits_release import task_slug
+
+    slug = task_slug(name)
+    assert "/" not in slug and "\0" not in slug and slug not in ("", ".", "..") and not slug.startswith(("_", "."))
