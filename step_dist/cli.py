@@ -11,6 +11,7 @@ import sys
 
 VERBS: dict[str, tuple[str, str]] = {
     "ingest": ("step_dist.signals.commands_ingest", "read raw signal files (local or object storage) into Parquet shards"),
+    "ingest-scits": ("step_dist.evaluate.commands_ingest_scits", "read a SciTS release into one labelled task per SciTS task and a pretraining corpus"),
     "demo-data": ("step_dist.signals.commands_demo_data", "build the offline demo corpus from signals shipped in PyPI packages"),
     "inspect": ("step_dist.signals.commands_inspect", "summarise a shard set (records, sources, lengths, rates, labels)"),
     "cache-targets": ("step_dist.teachers.commands", "run the teacher pools once over a shard set and write a target cache"),
@@ -70,7 +71,7 @@ USER_ERRORS = (
     ("step_dist.storage", "StorageError"),
     ("step_dist.teachers.protocol", "TeacherError"),
     ("step_dist.evaluate.tasks", "TaskError"),
-    ("step_dist.evaluate.scits", "ScitsError"),
+    ("step_dist.evaluate.scits_files", "ScitsError"),
     ("step_dist.train.safety", "UnsafeCheckpointError"),
     ("step_dist.signals.readers.base", "ReaderError"),
     ("builtins", "FileNotFoundError"),  # step-dist's own say which path and what to give instead

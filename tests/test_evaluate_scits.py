@@ -44,7 +44,8 @@ def scits_set(s3_bucket):
         {"id": "missing", "path": "data/nope.npy", "label": "noise", "sampling_rate_hz": 50},
         {"id": "nolabel", "path": "data/b.npy", "sampling_rate_hz": 50},
     ]
-    test = [{"id": "c", "path": "data/c.csv", "gt_text": ["quake"], "fs": 10}]
+    test = [{"id": "c", "path": "data/c.csv", "gt_result": {"gt_class": {"default": ["quake"]}}, "fs": 10},
+            {"id": "sentence", "path": "data/c.csv", "gt_text": ["The answer is quake."], "fs": 10}]
     storage.write_bytes(f"{root}/train.jsonl", ("\n".join(json.dumps(r) for r in train) + "\nnot json\n").encode())
     storage.write_bytes(f"{root}/test.jsonl", ("\n".join(json.dumps(r) for r in test) + "\n").encode())
     return root, wav, npy
@@ -55,7 +56,7 @@ def test_when_scits_jsonl_on_s3_is_ingested_then_wav_csv_npy_become_labelled_rec
     summary = ingest_scits(root, f"{s3_bucket}/shards")
     assert summary["records"] == 3
     assert summary["splits"] == {"train": 2, "test": 1}  # split from the JSONL file name
-    assert summary["set_aside"] == 3
+    assert summary["set_aside"] == 4  # gt_text is free text, never a label
     reasons = " | ".join(summary["reasons"])
     assert "signal file not found" in reasons and "no label" in reasons and "not valid JSON" in reasons
 

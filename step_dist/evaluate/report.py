@@ -43,6 +43,9 @@ def summary(results: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
 
 
 def build_report(results: list[dict], tasks: list[dict], cfg, checkpoint: dict, timings: dict) -> dict:
+    from step_dist.evaluate.paper import side_by_side
+
+    table = summary(results)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "checkpoint": checkpoint,
@@ -51,7 +54,9 @@ def build_report(results: list[dict], tasks: list[dict], cfg, checkpoint: dict, 
         "timings": timings,
         "tasks": tasks,
         "results": results,
-        "summary": summary(results),
+        "summary": table,
+        # the paper's published numbers beside ours, for tasks whose name matches one of its seven
+        "paper": side_by_side(table, tasks, checkpoint.get("student_config") or {}, list(cfg.seeds)),
     }
 
 
@@ -95,6 +100,9 @@ def markdown(report: dict) -> str:
             acc.append(f"| {task} | " + " | ".join(
                 f"{100 * cells[m]['accuracy']['mean']:.1f}" if m in cells and cells[m]["accuracy"]["n"] else "" for m in models) + " |")
         lines += [f"accuracy (%), mean over seeds ({protocol})", ""] + acc + [""]
+    from step_dist.evaluate.paper import markdown as paper_markdown
+
+    lines += paper_markdown(report.get("paper") or [])
     if report.get("recovery"):
         lines += ["## teacher recovery (probe features, seed 0)", "",
                   "R^2 of a ridge map from the student's features to the teacher's (fit on train, scored on test), "

@@ -91,9 +91,14 @@ def _split_of(row: dict, cfg: TaskConfig) -> str | None:
     if raw:
         return _SPLIT_ALIASES.get(raw)
     if cfg.holdout_fraction > 0:
-        h = int.from_bytes(hashlib.sha256(row["id"].encode()).digest()[:8], "little") / 2**64
-        return "test" if h < cfg.holdout_fraction else "train"
+        return holdout_split(row["id"], cfg.holdout_fraction)
     return None
+
+
+def holdout_split(record_id: str, fraction: float) -> str:
+    """'test' for about ``fraction`` of ids, else 'train': a hash of the id, the same in every run and tool."""
+    h = int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:8], "little") / 2**64
+    return "test" if h < fraction else "train"
 
 
 def prepare_values(values: np.ndarray, channel_names: list[str], cfg: TaskConfig) -> tuple[np.ndarray | None, str]:
