@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("step_dist.evaluate.commands_evaluate", "linear probe / staged fine-tune on labelled tasks, with baselines"),
     "embed": ("step_dist.evaluate.commands_embed", "write embeddings of a shard set as Parquet"),
     "sweep": ("step_dist.tune.commands", "Ray Tune sweep over patching and loss weights"),
+    "status": ("step_dist.status.commands", "where a run, sweep, target cache or shard set stands, from its storage alone"),
     "demo": ("step_dist.demo", "the local default end to end: demo corpus, distillation, evaluation table"),
 }
 

@@ -20,6 +20,9 @@ import torch
 import torch.distributed as dist
 
 
+METRICS_SYNC_S = 30.0  # how stale a remote run's metrics.jsonl in storage may get (one small PUT each time)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -164,6 +167,17 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         if rank == 0 and remote:
             tracker.flush()
             storage.upload_dir(local_out, run_dir)
+        last_sync[0] = time.time()
+
+    last_sync = [time.time()]
+
+    def publish_metrics() -> None:
+        """A remote run's metrics.jsonl otherwise reaches storage only with each checkpoint: every
+        METRICS_SYNC_S, put it there, so `step-dist status` (and the driver's progress line) see recent steps."""
+        if rank == 0 and remote and time.time() - last_sync[0] >= METRICS_SYNC_S:
+            with open(os.path.join(local_out, "metrics.jsonl"), "rb") as f:
+                storage.write_bytes(run_dir.rstrip("/") + "/metrics.jsonl", f.read())
+            last_sync[0] = time.time()
 
     def save_checkpoint(metrics: dict[str, float]) -> None:
         folder = tempfile.mkdtemp(prefix="step-dist-ckpt-")
@@ -279,6 +293,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             # unweighted mean over teachers: comparable across sweeps of teacher weights (not of loss types)
             m["distill_loss"] = sum(m[f"loss/{n}"] for n in teacher_names) / max(len(teacher_names), 1)
             tracker.log(state.step, m)
+            publish_metrics()
             last_metrics = m
             if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
                 print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)

@@ -231,9 +231,14 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         "metrics": dict(result.metrics or {}), "wall_s": time.time() - t0, "quarantined": len(quarantined),
         "accounting": accounting, "restarts": restarts,
     }
-    storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
+    write_summary(outputs_uri, summary)
     return PretrainResult(run_uri, outputs_uri, ckpt_uri, export_uri, dict(result.metrics or {}), summary["wall_s"],
                           len(quarantined), accounting, restarts)
+
+
+def write_summary(outputs_uri: str, summary: dict[str, Any]) -> None:
+    """outputs/summary.json, written last: its presence is what tells `step-dist status` the run finished."""
+    storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
 
 
 def _read_jsonl(uri: str) -> list[dict[str, Any]]:
