@@ -42,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(VERBS[verb][0])
     parser = argparse.ArgumentParser(prog=f"step-dist {verb}", description=VERBS[verb][1])
     module.add_arguments(parser)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's and Ray Data's own progress bars, worker output and notices "
+                             "(by default they go to the Ray session's log folder, named once)")
     args = parser.parse_args(rest)
+    from step_dist import console
+
+    console.set_verbose(args.verbose)
     try:
         return int(module.run(args) or 0)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is an error the user can fix

@@ -3,16 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def duration(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+from step_dist.progress import duration
 
 
 def _num(v: Any, fmt: str = ".4f") -> str:

@@ -57,11 +57,13 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def _seconds_per_step(rows: list[dict[str, Any]]) -> float | None:
-    """Median wall seconds between consecutive logged steps (robust to a checkpoint or validation pause)."""
-    pts = sorted((int(r["step"]), float(r["time"])) for r in rows if "time" in r)
-    gaps = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(pts, pts[1:]) if s1 > s0 and t1 >= t0]
-    return statistics.median(gaps[-RECENT:]) if gaps else None
+def seconds_per_step(rows: list[dict[str, Any]]) -> float | None:
+    """Wall seconds per step over the last RECENT logged steps, pauses included (epoch starts, checkpoints,
+    validation): an ETA from the fast steps alone would promise too early an end."""
+    pts = sorted((int(r["step"]), float(r["time"])) for r in rows if "time" in r)[-(RECENT + 1):]
+    if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+        return None
+    return max(pts[-1][1] - pts[0][1], 0.0) / (pts[-1][0] - pts[0][0])
 
 
 def run_status(run_uri: str, names: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def run_status(run_uri: str, names: dict[str, str] | None = None, now: float | N
         step = ckpt["step"]
     started = mtime(join(outputs, "config.yaml"))
     last_update = max([float(r["time"]) for r in rows if "time" in r] or [started or 0.0]) or None
-    sps = _seconds_per_step(train)
+    sps = seconds_per_step(train)
 
     if isinstance(summary, dict):
         state = "finished"

@@ -205,8 +205,13 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         print(f"[step-dist] pretraining {cfg.name}: {n_records} records, {len(heads)} teacher(s) "
               f"({', '.join(h.name for h in heads)}), {t.num_workers} worker(s), ZeRO-{t.zero_stage}, "
               f"{t.max_steps} steps -> {run_uri}", flush=True)
+    from contextlib import nullcontext
+
+    from step_dist.train.watch import RunWatcher
+
     try:
-        result = trainer.fit()
+        with RunWatcher(outputs_uri, t.max_steps) if verbose else nullcontext():
+            result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - the controller itself failed (e.g. its checkpoint registry write)
         err = explain_failure(e, run_uri, None, t.max_failures)
         if err is e:
