@@ -32,6 +32,8 @@ def _run_lines(st: dict[str, Any]) -> list[str]:
         "records     " + (f"{acc['epochs']} epoch(s), {acc['duplicated']} duplicated, {acc['lost']} unseen: "
                           f"{'ok' if acc['ok'] else 'PROBLEM, see accounting.json'}" if acc else "accounted at the end of the run"),
         f"time        wall {duration(st['wall_s'])}"
+        + (f", last step {duration(st['checked_at'] - st['last_update'])} ago"
+           if st["state"] != "finished" and st["last_update"] else "")
         + (f", {_num(st['seconds_per_step'], '.2f')} s/step, ETA {duration(st['eta_s'])}" if st["state"] == "running" else ""),
     ]
     if st["state"] == "finished":

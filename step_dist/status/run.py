@@ -16,7 +16,8 @@ from typing import Any
 from step_dist.status.files import children, join, mtime, read_json, read_jsonl, read_text
 
 RECENT = 20  # steps whose mean gives throughput and data wait (one step alone is noisy: a data stall, a checkpoint)
-STALLED_AFTER_S = 600.0  # no new row for this long and no summary: the run stopped (or hangs)
+STALLED_AFTER_S = 300.0  # no new row for this long (or 20 steps' time) and no summary: the run stopped or hangs;
+# long enough for a checkpoint upload between two rows, short enough that a killed run shows within minutes
 
 
 def is_run(names: dict[str, str]) -> bool:
@@ -83,8 +84,9 @@ def run_status(run_uri: str, names: dict[str, str] | None = None, now: float | N
     step = int(last.get("step", 0))
     if ckpt and ckpt["step"] > step:  # metrics of a remote run are uploaded with checkpoints: trust the larger
         step = ckpt["step"]
-    started = mtime(join(outputs, "config.yaml"))
-    last_update = max([float(r["time"]) for r in rows if "time" in r] or [started or 0.0]) or None
+    times = [float(r["time"]) for r in rows if "time" in r]
+    started = min([t for t in [mtime(join(outputs, "config.yaml")), *times[:1]] if t is not None], default=None)
+    last_update = max(times or [started or 0.0]) or None
     sps = seconds_per_step(train)
 
     if isinstance(summary, dict):
@@ -101,7 +103,8 @@ def run_status(run_uri: str, names: dict[str, str] | None = None, now: float | N
         wall = float(summary.get("wall_s", 0.0)) or None
         eta = 0.0
     else:
-        wall = (now - started) if started else None
+        end = last_update if (state == "stalled" and last_update) else now  # a stopped run's clock stopped too
+        wall = (end - started) if started else None
         eta = (max_steps - step) * sps if (state == "running" and sps is not None and max_steps) else None
     return {
         "kind": "run",
