@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("step_dist.evaluate.commands_evaluate", "linear probe / staged fine-tune on labelled tasks, with baselines"),
     "embed": ("step_dist.evaluate.commands_embed", "write embeddings of a shard set as Parquet"),
     "sweep": ("step_dist.tune.commands", "Ray Tune sweep over patching and loss weights"),
+    "status": ("step_dist.status.commands", "where a run, sweep, target cache or shard set stands, from its storage alone"),
     "demo": ("step_dist.demo", "the local default end to end: demo corpus, distillation, evaluation table"),
 }
 
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(VERBS[verb][0])
     parser = argparse.ArgumentParser(prog=f"step-dist {verb}", description=VERBS[verb][1])
     module.add_arguments(parser)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's and Ray Data's own progress bars, worker output and notices "
+                             "(by default they go to the Ray session's log folder, named once)")
     args = parser.parse_args(rest)
+    from step_dist import console
+
+    console.set_verbose(args.verbose)
     try:
         return int(module.run(args) or 0)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is an error the user can fix

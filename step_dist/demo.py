@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  metrics    : {result.outputs_uri}/metrics.jsonl, TensorBoard logs in {result.outputs_uri}/tensorboard")
     print(f"  plots      : {result.outputs_uri}/loss_curve.png, {report_dir}/*.png")
     print(f"  report     : {report_dir}/report.md, {report_dir}/report.json")
+    print(f"  look       : step-dist status {result.run_uri} ; tensorboard --logdir {result.outputs_uri}/tensorboard")
     storage.write_bytes(out.join("demo_summary.json").uri, json.dumps(
         {"wall_s": wall, "pretrain_s": t_train, "evaluate_s": t_eval, "export": result.export_uri,
          "checkpoint": result.checkpoint_uri, "report": report_dir, "quarantined": result.quarantined}, indent=1).encode())

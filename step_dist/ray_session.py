@@ -14,8 +14,12 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     workers need); it is ignored on a cluster, whose nodes declare their own."""
     import ray
 
+    from step_dist import console
+
     if ray.is_initialized():
         return ray
+    console.quiet_ray_here()
+    kwargs = {**console.ray_init_kwargs(), **kwargs}
     address = os.environ.get("RAY_ADDRESS") or ""
     if address and address != "local":
         ray.init(address=address, **kwargs)
@@ -23,4 +27,5 @@ def init_ray(num_cpus: int | None = None, **kwargs):
         # a local instance stays on loopback (Ray otherwise binds to the machine's outside address)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    console.announce_logs()
     return ray

@@ -23,4 +23,8 @@ def run(args: argparse.Namespace) -> int:
     summary = embed_shards(encoder, args.data, args.out, batch_size=args.batch_size, max_length=args.max_length,
                            pooling=args.pooling)
     print(json.dumps({"checkpoint": export, **summary}, indent=1))
+    import sys
+
+    # stdout is the JSON above (for scripts); the pointer goes to stderr
+    print(f"look: step-dist inspect {args.out}  (or pandas.read_parquet)", file=sys.stderr)
     return 0

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(args.checkpoint, args.task or None, args.out, cfg)
     print(markdown(report))
     print(f"report written to {args.out}")
+    print(f"  look: {args.out.rstrip('/')}/report.md (the table), {args.out.rstrip('/')}/*.png (the plots)")
     failed = [r for r in report["results"] if "error" in r]
     if failed:
         print(f"step-dist evaluate: {len(failed)} run(s) failed; see 'failed runs' in the report", file=sys.stderr)

@@ -192,7 +192,11 @@ def evaluate(
                         pending.append((protocol, task.name, spec.name, seed, r))
     results = []
     features: dict[tuple[str, str], tuple] = {}
+    from step_dist.progress import Progress
+
+    bar = Progress("evaluate", total=len(pending), unit="runs")  # a run: one model on one task (probe: all seeds)
     for protocol, task_name, model, seed, ref in pending:
+        bar.update(0, f"{protocol} {task_name} / {model}")
         head = {"protocol": protocol, "task": task_name, "model": model}
         try:
             rows = ray.get(ref)
@@ -206,6 +210,8 @@ def evaluate(
             log.error("evaluate: %s / %s / %s failed: %s", protocol, task_name, model, msg)
             seeds = [seed] if seed is not None else list(cfg.seeds)
             results += [{**head, "seed": s, "error": msg} for s in seeds]
+        bar.update(1)
+    bar.close()
     timings["runs_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     report = build_report(

@@ -31,4 +31,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"step-dist demo-data: {e}", file=sys.stderr)
         return 2
     print(json.dumps(index, indent=1))
+    print(f"look: step-dist inspect {index.get('pretrain', root.uri)}", file=sys.stderr)
     return 0

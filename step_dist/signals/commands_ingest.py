@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if len(q) > SHOW_QUARANTINED:
             print(f"  ... and {len(q) - SHOW_QUARANTINED} more")
         print(f"full list in {storage.parse_uri(out).join(MANIFEST).uri} under 'quarantined'")
+    print(f"  look: step-dist inspect {out}")
     if m["n_records"] == 0:
         if q:
             why = Counter(reason_kind(e) for e in q)

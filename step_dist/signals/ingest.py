@@ -214,7 +214,7 @@ def ensure_ray(num_cpus: int | None = None):
     new local instance (never whatever cluster happens to run on this machine)."""
     from step_dist.ray_session import init_ray
 
-    return init_ray(num_cpus, log_to_driver=False)
+    return init_ray(num_cpus)
 
 
 def ingest(
@@ -251,8 +251,10 @@ def ingest(
     pending: list[tuple[str, Any]] = []
     used: set[str] = set()
     failed = 0
-    every = max(1, len(files) // 20)
     say(f"ingest: {len(files)} file(s) from {len(srcs)} source(s) -> {storage.parse_uri(out).uri}")
+    from step_dist.progress import Progress
+
+    bar = Progress("ingest", total=len(files), unit="files", stream=sys.stderr)
 
     def drain_one(done: int) -> None:
         nonlocal failed
@@ -270,9 +272,8 @@ def ingest(
                 if lab is not None:
                     row["label"] = lab
             writer.add(row)
-        if done % every == 0 or done == len(files):
-            n_ok = sum(s.records for s in writer.sources.values())
-            say(f"ingest: {done}/{len(files)} files, {n_ok} records written, {len(writer.quarantined)} quarantined")
+        n_ok = sum(s.records for s in writer.sources.values())
+        bar.set(done, f"{n_ok} records written, {len(writer.quarantined)} quarantined")
 
     done = 0
     for uri, rel, src_name in files:
@@ -284,6 +285,7 @@ def ingest(
     while pending:
         done += 1
         drain_one(done)
+    bar.close()
     for key in sorted(set(labels) - used):
         writer.quarantine(Quarantined(
             uri=storage.parse_uri(labels_uri).uri,

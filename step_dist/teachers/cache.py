@@ -168,8 +168,11 @@ def cached_stage(ds, cache_uri: str, teachers: list[TeacherConfig | dict[str, An
                           compute=ActorPoolStrategy(size=pool_size), batch_size=batch_size, batch_format="pyarrow")
 
 
-def to_cache_columns(batch: pa.Table, names_to_fp: dict[str, str]) -> pa.Table:
-    """Keep the key and the targets, renamed by fingerprint (a teacher's name is not part of its identity)."""
+def to_cache_columns(batch: pa.Table, names_to_fp: dict[str, str], counter: Any = None) -> pa.Table:
+    """Keep the key and the targets, renamed by fingerprint (a teacher's name is not part of its identity).
+    ``counter``: an actor with ``add(n)`` told of every batch done (the driver's progress line)."""
+    if counter is not None:
+        counter.add.remote(batch.num_rows)  # fire and forget: the count is for display only
     cols = {"id": batch["id"], "view_id": batch["view_id"]}
     for name, fp in names_to_fp.items():
         c = fp_column(fp)

@@ -77,13 +77,18 @@ def run_cache_targets(cfg: CacheTargetsConfig) -> dict[str, Any]:
                         batch_format="pyarrow", batch_size=cfg.view_batch_size)
     for t in cfg.teachers:
         ds = teacher_stage(ds, t, cfg.pools.get(t.name, cfg.pool))
-    ds = ds.map_batches(to_cache_columns, fn_kwargs={"names_to_fp": fps}, batch_format="pyarrow")
+    from step_dist.progress import CounterWatcher, Progress, remote_counter
+
+    counter = remote_counter()
+    ds = ds.map_batches(to_cache_columns, fn_kwargs={"names_to_fp": fps, "counter": counter}, batch_format="pyarrow")
 
     run = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     run_loc = storage.parse_uri(cfg.out).join(run)
     fs, path = storage.arrow_filesystem(run_loc.uri)
     storage.makedirs(run_loc.uri)
-    ds.write_parquet(path, filesystem=fs)
+    bar = Progress(f"cache-targets ({', '.join(names)})", total=_expected_views(cfg), unit="views")
+    with CounterWatcher(counter, bar):
+        ds.write_parquet(path, filesystem=fs)
 
     # everything the run wrote is in its own folder; record each file's size and rows, then publish
     import pyarrow.fs as pafs
@@ -109,6 +114,16 @@ def run_cache_targets(cfg: CacheTargetsConfig) -> dict[str, Any]:
     return manifest
 
 
+def _expected_views(cfg: CacheTargetsConfig) -> int | None:
+    """Views the cache will hold at most: records x views per record (records set aside at validation make
+    fewer), from the shard set's manifest; None when it cannot be read."""
+    try:
+        manifest = json.loads(storage.read_bytes(storage.parse_uri(cfg.input).join("_manifest.json").uri))
+        return int(manifest["n_records"]) * max(1, int(cfg.view.views_per_record))
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML file (local or s3://) with input, out, view, teachers, pool")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. out=s3://b/targets")
@@ -119,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load(CacheTargetsConfig, args.config, args.overrides)
     m = run_cache_targets(cfg)
+    run_uri = storage.parse_uri(cfg.out).join(m['run']).uri
     print(f"wrote {m['rows']} view targets for {', '.join(t['name'] for t in m['teachers'])} "
-          f"in {len(m['files'])} shard(s) to {storage.parse_uri(cfg.out).join(m['run']).uri}")
+          f"in {len(m['files'])} shard(s) to {run_uri}")
+    print(f"  look: step-dist status {storage.parse_uri(cfg.out).uri}")
     return 0

@@ -159,9 +159,16 @@ def map_kwargs(pool: PoolConfig | Any) -> dict[str, Any]:
 
 def teacher_stage(ds, teacher_cfg: TeacherConfig | dict[str, Any], pool_cfg: PoolConfig | Any = None):
     """``ds`` with this teacher's target columns, computed on its own fixed-size actor pool."""
+    import warnings
+
     cfg = _as_config(teacher_cfg)
-    return ds.map_batches(TeacherTargetsUDF, fn_constructor_kwargs={"teachers": [dataclasses.asdict(cfg)]},
-                          **map_kwargs(pool_cfg))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args but offers no named parameter for an actor pool's max_restarts and
+        # max_task_retries; its own default (-1, unlimited) loops forever on a teacher that dies on every batch,
+        # so the bounded values go through ray_remote_args until Ray names them, with the notice silenced here
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(TeacherTargetsUDF, fn_constructor_kwargs={"teachers": [dataclasses.asdict(cfg)]},
+                              **map_kwargs(pool_cfg))
 
 
 # views live in step_dist.data.views; kept here under its old name for callers of the stage module

@@ -21,4 +21,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"  metrics:    {res.outputs_uri}/metrics.jsonl, tensorboard/ ; plot: {res.outputs_uri}/loss_curve.png")
     if res.quarantined:
         print(f"  quarantined records: {res.quarantined} (reasons in {res.outputs_uri}/quarantine/)")
+    print(f"  look:       step-dist status {res.run_uri} ; tensorboard --logdir {res.outputs_uri}/tensorboard")
     return 0

@@ -20,6 +20,20 @@ import torch
 import torch.distributed as dist
 
 
+METRICS_SYNC_S = 30.0  # how stale a remote run's metrics.jsonl in storage may get (one small PUT each time)
+
+
+def _say(message: str, flush: bool = True) -> None:
+    """A worker's line, written once. Ray Train V2 replaces print() on its workers with a version that both
+    echoes the line and logs it through the root logger, which printed every step line twice; writing to the
+    stream directly keeps one copy (in the worker's log file, or the console with --verbose)."""
+    import sys
+
+    sys.stdout.write(message + "\n")
+    if flush:
+        sys.stdout.flush()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -144,7 +158,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             engine.load_checkpoint(os.path.join(d, "deepspeed"), tag=state.tag)
             restore_rng(d, rank)
         if rank == 0:
-            print(f"[step-dist] resumed from {state.tag}: epoch {state.epoch}, {state.micro_in_epoch} micro-batches into it", flush=True)
+            _say(f"[step-dist] resumed from {state.tag}: epoch {state.epoch}, {state.micro_in_epoch} micro-batches into it", flush=True)
 
     from step_dist.train.faults import PreemptionWatch
     from step_dist.train.ledger import Ledger
@@ -164,6 +178,17 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         if rank == 0 and remote:
             tracker.flush()
             storage.upload_dir(local_out, run_dir)
+        last_sync[0] = time.time()
+
+    last_sync = [time.time()]
+
+    def publish_metrics() -> None:
+        """A remote run's metrics.jsonl otherwise reaches storage only with each checkpoint: every
+        METRICS_SYNC_S, put it there, so `step-dist status` (and the driver's progress line) see recent steps."""
+        if rank == 0 and remote and time.time() - last_sync[0] >= METRICS_SYNC_S:
+            with open(os.path.join(local_out, "metrics.jsonl"), "rb") as f:
+                storage.write_bytes(run_dir.rstrip("/") + "/metrics.jsonl", f.read())
+            last_sync[0] = time.time()
 
     def save_checkpoint(metrics: dict[str, float]) -> None:
         folder = tempfile.mkdtemp(prefix="step-dist-ckpt-")
@@ -175,7 +200,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             sync_outputs()
             quarantined = _quarantine_count(run_dir) if rank == 0 else 0
             if rank == 0 and quarantined:
-                print(f"[step-dist] {quarantined} record(s)/shard(s) quarantined so far (see {run_dir}/quarantine)", flush=True)
+                _say(f"[step-dist] {quarantined} record(s)/shard(s) quarantined so far (see {run_dir}/quarantine)", flush=True)
             ray.train.report(
                 {**metrics, "step": state.step, "epoch": state.epoch, "quarantined": float(quarantined)},
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
@@ -200,7 +225,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         tracker.log(state.step, vm)
         if rank == 0:
             per = " ".join(f"{k[9:]}={v:.4f}" for k, v in sorted(vm.items()) if k.startswith("val/loss/"))
-            print(f"[step-dist] validation at step {state.step}: distill loss {vm['val/distill_loss']:.4f} ({per}) | "
+            _say(f"[step-dist] validation at step {state.step}: distill loss {vm['val/distill_loss']:.4f} ({per}) | "
                   f"effective rank tokens {vm['val/erank_tokens']:.1f}, pooled {vm['val/erank_pooled']:.1f} "
                   f"over {int(vm['val/views'])} held-out views", flush=True)
         return vm
@@ -239,7 +264,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 # every rank skips together (a lone skip would desynchronise the gradient all-reduce)
                 state.skipped_steps += 1
                 if rank == 0:
-                    print(f"[step-dist] non-finite loss at step {state.step}: micro-step skipped ({state.skipped_steps} so far)", flush=True)
+                    _say(f"[step-dist] non-finite loss at step {state.step}: micro-step skipped ({state.skipped_steps} so far)", flush=True)
                 continue
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
@@ -279,9 +304,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             # unweighted mean over teachers: comparable across sweeps of teacher weights (not of loss types)
             m["distill_loss"] = sum(m[f"loss/{n}"] for n in teacher_names) / max(len(teacher_names), 1)
             tracker.log(state.step, m)
+            publish_metrics()
             last_metrics = m
             if rank == 0 and (state.step % t_cfg.log_every == 0 or state.step == 1):
-                print("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
+                _say("[step-dist] " + progress_line(state.step, t_cfg.max_steps, m), flush=True)
             window = _new_window()
             if val_rows and (state.step % t_cfg.validate_every == 0 or state.step == t_cfg.max_steps):
                 m = {**m, **validate()}
@@ -297,7 +323,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 save_checkpoint(m)
             elif preemption.should_checkpoint(state.step):
                 if rank == 0:
-                    print(f"[step-dist] a node of this run is being preempted: just-in-time checkpoint at step {state.step}", flush=True)
+                    _say(f"[step-dist] a node of this run is being preempted: just-in-time checkpoint at step {state.step}", flush=True)
                 save_checkpoint(m)
         if state.step >= t_cfg.max_steps:
             break

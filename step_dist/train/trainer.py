@@ -206,8 +206,13 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         print(f"[step-dist] pretraining {cfg.name}: {n_records} records, {len(heads)} teacher(s) "
               f"({', '.join(h.name for h in heads)}), {t.num_workers} worker(s), ZeRO-{t.zero_stage}, "
               f"{t.max_steps} steps -> {run_uri}", flush=True)
+    from contextlib import nullcontext
+
+    from step_dist.train.watch import RunWatcher
+
     try:
-        result = trainer.fit()
+        with RunWatcher(outputs_uri, t.max_steps) if verbose else nullcontext():
+            result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - the controller itself failed (e.g. its checkpoint registry write)
         err = explain_failure(e, run_uri, None, t.max_failures)
         if err is e:
@@ -232,9 +237,14 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         "metrics": dict(result.metrics or {}), "wall_s": time.time() - t0, "quarantined": len(quarantined),
         "accounting": accounting, "restarts": restarts,
     }
-    storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
+    write_summary(outputs_uri, summary)
     return PretrainResult(run_uri, outputs_uri, ckpt_uri, export_uri, dict(result.metrics or {}), summary["wall_s"],
                           len(quarantined), accounting, restarts)
+
+
+def write_summary(outputs_uri: str, summary: dict[str, Any]) -> None:
+    """outputs/summary.json, written last: its presence is what tells `step-dist status` the run finished."""
+    storage.write_bytes(outputs_uri + "/summary.json", json.dumps(summary, indent=2, default=str).encode())
 
 
 def _read_jsonl(uri: str) -> list[dict[str, Any]]:

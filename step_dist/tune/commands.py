@@ -19,4 +19,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  best recipe: {res.best_recipe_uri}   (step-dist pretrain --config {res.best_recipe_uri})")
     else:
         print("  no trial ran to the end: no best recipe written")
+    print(f"  look: step-dist status {res.sweep_uri} ; table {res.table_uri}")
     return 0 if res.best_recipe_uri else 1

@@ -182,7 +182,7 @@ def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = T
 
     from step_dist.train.config import PretrainConfig
     from step_dist.train.trainer import ensure_target_cache
-    from step_dist.tune.results import write_outputs
+    from step_dist.tune.results import write_outputs, write_plan
 
     t0 = time.time()
     cfg.check()
@@ -199,6 +199,7 @@ def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = T
         init_ray(local_ray_cpus(pcfg) * max(1, cfg.max_concurrent_trials))
     # the teachers run here, once, before any trial (a no-op when the cache already holds their targets)
     ensure_target_cache(pcfg, verbose)
+    write_plan(cfg, storage.parse_uri(cfg.storage).join(cfg.name).uri, pcfg.train.max_steps)
     tuner = build_tuner(cfg, recipe)
     if verbose:
         print(f"[step-dist] sweep {cfg.name}: {cfg.num_samples} trial(s), {cfg.max_concurrent_trials} at a time, "

@@ -108,6 +108,16 @@ def best_recipe(recipe: dict[str, Any], row: dict[str, Any], sweep_name: str, sw
     return out
 
 
+def write_plan(cfg, sweep_uri: str, max_steps: int) -> None:
+    """What the sweep means to do, written before any trial starts: `step-dist status` reads the trials planned
+    from it while the sweep runs (Tune's own files do not say)."""
+    import time
+
+    plan = {"num_samples": int(cfg.num_samples), "metric": cfg.metric, "mode": cfg.mode, "max_steps": int(max_steps),
+            "started": time.time()}
+    storage.write_bytes(storage.parse_uri(sweep_uri).join("sweep_plan.json").uri, json.dumps(plan, indent=1).encode())
+
+
 def write_outputs(grid, cfg, recipe: dict[str, Any], sweep_uri: str, max_steps: int) -> dict[str, Any]:
     from step_dist.config import from_dict
     from step_dist.train.config import PretrainConfig
