@@ -16,7 +16,14 @@ the shards' streaming. It trains one student per variant on the demo's unlabelle
 `make demo`'s report and are never looked at here, so nothing is chosen on them.
 
 Prints a table (variant x task, macro-F1 %, validation distillation loss per teacher, effective ranks) and
-writes lab_out/distill_lab.json.
+writes lab_out/distill_lab.json. Per task it also measures what transfers (on the training split only):
+- ``task_loss``: the fracast distillation loss of the trained student on the task's records, next to the
+  corpus validation loss (a domain gap shows as a task loss far above the corpus one);
+- ``pc_r2``: how much of each principal direction of fracast's tokens on the task a ridge map from the
+  student's tokens recovers, averaged over directions 1-5, 6-15 and 16+ (a student that learnt only its
+  teacher's largest directions shows high, low, ~0);
+- ``layers``: the probe on the mean+std of the token projection (``proj``), of the first block (``block1``),
+  of the final output (``final``), and of all three side by side (``all``).
 """
 from __future__ import annotations
 
@@ -178,7 +185,102 @@ def run_variant(name: str, spec: dict, views, targets, heads_base, tasks, seed: 
            "val_loss": {n: float(np.mean(v)) for n, v in val.items()},
            "val_erank": {"tokens": spec_tok.erank(), "pooled": spec_pool.erank()}}
     res["tasks"] = {t.name: score_task(student, t, spec.get("pooling", "mean"), seed) for t in tasks}
+    if "fracast" in hb and TASK_TARGETS:
+        res["transfer"] = {t.name: transfer_measures(module, hb, t) for t in tasks}
+    res["layers"] = {t.name: layer_probes(student, t, seed) for t in tasks}
     return res
+
+
+# -- what transfers to the tasks' records (training splits only) -----------------------------------------
+TASK_TARGETS: dict = {}  # task name -> fracast's tokens [T_i, 64] on each training record
+
+
+def transfer_measures(module, heads: dict, task) -> dict:
+    import torch
+    from sklearn.linear_model import Ridge
+
+    from step_dist.data.batches import collate
+    from step_dist.distill.align import count_mask, pool_tokens_to, resample_tokens
+
+    names = list(heads)
+    split, targets = task.train, TASK_TARGETS[task.name]
+    losses, student_tok, teacher_tok = [], [], []
+    with torch.no_grad():
+        for s in range(0, len(split), 16):
+            rows = []
+            for i in range(s, min(s + 16, len(split))):
+                v = np.asarray(split.values[i], dtype="<f4")
+                rate = float(split.rates[i]) if split.rates[i] else float("nan")
+                r = {"id": str(i), "view_id": 0, "n_channels": v.shape[0], "length": v.shape[1],
+                     "sampling_rate_hz": rate, "values": v.tobytes()}
+                for n in names:  # only fracast is measured here: the others carry no target
+                    t = targets[i] if n == "fracast" else np.zeros((0, 1), np.float32)
+                    r.update({f"t_{n}": t.astype("<f4").tobytes(), f"t_{n}_tokens": t.shape[0], f"t_{n}_dim": t.shape[1]})
+                rows.append(r)
+            batch = collate(rows, names, heads)
+            losses.append(float(module(batch)["loss/fracast"]))
+            out = module.student(batch.values, batch.lengths, batch.channel_mask, batch.sampling_rate_hz)
+            counts = batch.target_counts["fracast"]
+            align = pool_tokens_to if heads["fracast"].align == "pool" else resample_tokens
+            tok = align(out.tokens, out.token_mask, counts)
+            mask = count_mask(counts, tok.shape[1])
+            student_tok.append(tok[mask].numpy())
+            teacher_tok.append(batch.targets["fracast"][:, : tok.shape[1]][mask].numpy())
+    x, y = np.concatenate(student_tok), np.concatenate(teacher_tok).astype(np.float64)
+    y = (y - y.mean(0)) / (y.std(0) + 1e-6)
+    _, vec = np.linalg.eigh(np.cov(y.T))
+    pcs = y @ vec[:, ::-1]
+    order = np.random.default_rng(0).permutation(len(x))
+    halves = (order[: len(x) // 2], order[len(x) // 2 :])
+    r2 = []
+    for fit, test in (halves, halves[::-1]):
+        pred = Ridge(alpha=1.0).fit(x[fit], pcs[fit]).predict(x[test])
+        r2.append(1 - ((pred - pcs[test]) ** 2).sum(0) / ((pcs[test] - pcs[test].mean(0)) ** 2).sum(0))
+    r2 = np.mean(r2, axis=0)
+    return {"task_loss": float(np.mean(losses)),
+            "pc_r2": {"1-5": float(r2[:5].mean()), "6-15": float(r2[5:15].mean()), "16+": float(r2[15:].mean())}}
+
+
+def layer_features(student, split) -> dict[str, np.ndarray]:
+    """mean+std pooled features of the token projection, the first block and the final output."""
+    import torch
+
+    from step_dist.model.batching import collate
+    from step_dist.model.pooling import pool_tokens
+
+    seen: dict = {}
+    hooks = [student.token_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("proj", o)),
+             student.blocks[0].register_forward_hook(lambda m, i, o: seen.__setitem__("block1", o))]
+    parts: dict[str, list] = {"proj": [None] * len(split), "block1": [None] * len(split), "final": [None] * len(split)}
+    order = sorted(range(len(split)), key=lambda i: split.values[i].shape[1])
+    student.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(order), 16):
+                idx = order[s : s + 16]
+                vals, lens, cmask = collate([np.array(split.values[i], dtype=np.float32) for i in idx])
+                rate = torch.tensor([float(split.rates[i]) if split.rates[i] else float("nan") for i in idx])
+                out = student(vals, lens, cmask, rate)
+                feats = {"final": pool_tokens(out.tokens, out.token_mask, "mean+std")}
+                for k in ("proj", "block1"):  # [B, C, N, D]: mean over real channels, as the output is
+                    x = seen[k] * cmask[:, :, None, None]
+                    tokens = x.sum(1) / cmask.sum(1).clamp_min(1)[:, None, None]
+                    feats[k] = pool_tokens(tokens, out.token_mask, "mean+std")
+                for k, f in feats.items():
+                    for j, i in enumerate(idx):
+                        parts[k][i] = f[j].numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: np.stack(v) for k, v in parts.items()}
+
+
+def layer_probes(student, task, seed: int) -> dict:
+    feats = layer_features(student, task.train)
+    y = task.train.y(task.classes)
+    out = {k: cv_f1(f, y, seed) for k, f in feats.items()}
+    out["all"] = cv_f1(np.concatenate([feats["proj"], feats["block1"], feats["final"]], axis=1), y, seed)
+    return out
 
 
 # -- scoring on training splits only -------------------------------------------------------------------------
@@ -289,6 +391,10 @@ def main() -> None:
     fracast = build_teacher(TeacherConfig(name="fracast", kind="fracast", checkpoint="builtin", max_context=1024, channel_mode="mean"))
     for t in tasks:  # the teacher's pooled features each student is scored against (recovery R^2)
         TEACHER_FEATS[t.name] = teacher_features(fracast, t.train, 16, "mean")[0]
+        task_views = [dict(id=f"{t.name}:{i}", view_id=0, rate=float(t.train.rates[i]) if t.train.rates[i] else math.nan,
+                           values=np.asarray(t.train.values[i], dtype=np.float32)) for i in range(len(t.train))]
+        TASK_TARGETS[t.name] = teacher_targets(task_views, {"name": "fracast", "kind": "fracast", "checkpoint": "builtin",
+                                                            "max_context": 1024}, a.out)
     prepared: dict[str, tuple] = {}
     for name, spec in variants.items():
         vkey = json.dumps([spec.get("view", {}), spec.get("teacher_set", "demo")], sort_keys=True)
@@ -309,7 +415,7 @@ def main() -> None:
         views, tg, heads = prepared[vkey]
         print(f"== {name}: {len(views)} views", flush=True)
         res = run_variant(name, spec, views, tg, heads, tasks, a.seed, val_ids)
-        print(json.dumps({k: res[k] for k in ("variant", "train_s", "val_loss", "val_erank", "tasks")}), flush=True)
+        print(json.dumps({k: res.get(k) for k in ("variant", "train_s", "val_loss", "val_erank", "tasks", "transfer", "layers")}), flush=True)
         results.append(res)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, f"distill_lab_{int(time.time())}.json"), "w") as f:
@@ -328,6 +434,13 @@ def main() -> None:
             r2 = [r["tasks"][t].get(f"r2:{p}", float("nan")) for t in task_names]
             print(f"| {r['variant']} | {p} | " + " | ".join(f"{x:.1f} (R2 {y:.2f})" for x, y in zip(f1, r2))
                   + f" | {np.mean(f1):.1f} | {vl} |")
+
+    print("\n| variant | layer | " + " | ".join(task_names) + " | mean |")
+    print("|---" * (len(task_names) + 3) + "|")
+    for r in results:
+        for layer in ("proj", "block1", "final", "all"):
+            f1 = [r["layers"][t][layer] for t in task_names]
+            print(f"| {r['variant']} | {layer} | " + " | ".join(f"{x:.1f}" for x in f1) + f" | {np.mean(f1):.1f} |")
 
 
 if __name__ == "__main__":
