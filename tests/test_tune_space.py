@@ -63,3 +63,24 @@ def test_when_the_sweep_config_is_impossible_then_check_names_the_key():
     cfg.objective.kind = "probe_f1"
     with pytest.raises(ConfigError, match="objective.task"):
         cfg.check()
+
+
+class _Trial:  # what TrialProgress reads of Tune's Trial: its status
+    def __init__(self, status: str):
+        self.status = status
+
+
+def test_when_trials_finish_then_the_sweep_line_counts_them_and_survives_pickling_with_the_experiment(capsys):
+    import pickle
+
+    from step_dist.tune.progress import TrialProgress
+
+    cb = TrialProgress(3)
+    cb.on_trial_start(0, [_Trial("RUNNING"), _Trial("PENDING"), _Trial("PENDING")], None)
+    cb = pickle.loads(pickle.dumps(cb))  # Tune may pickle its callbacks with the experiment
+    cb.on_trial_complete(1, [_Trial("TERMINATED"), _Trial("RUNNING"), _Trial("RUNNING")], None)
+    cb.on_trial_error(2, [_Trial("TERMINATED"), _Trial("ERROR"), _Trial("RUNNING")], None)
+    cb.on_experiment_end([_Trial("TERMINATED"), _Trial("ERROR"), _Trial("TERMINATED")])
+    lines = [l for l in capsys.readouterr().out.splitlines() if l]
+    assert lines[-1].startswith("[step-dist] sweep: 3/3 trials (100%)"), lines
+    assert all("\x1b" not in l for l in lines) and len(lines) == len(set(lines))

@@ -69,7 +69,16 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
         writer.write_table(table)
         written += len(good)
 
+    from step_dist.progress import Progress
+    from step_dist.signals.shards import read_manifest
+
+    try:  # the manifest says how many records to expect; a folder of bare shards just counts up
+        total = int(read_manifest(data_uri)["n_records"])
+    except Exception:  # noqa: BLE001 - progress is a courtesy: no manifest must not stop the embedding
+        total = None
+    bar = Progress("embed", total=total, unit="records")
     for row in iter_rows(data_uri):
+        bar.update(1)
         try:
             values = decode_values(row)
         except ValueError as e:
@@ -83,6 +92,7 @@ def embed_shards(encoder, data_uri: str, out_uri: str, batch_size: int = 16, max
             flush(buf)
             buf = []
     flush(buf)
+    bar.close(extra=f"{written} written" + (f", {sum(skipped.values())} skipped" if skipped else ""))
     if writer is None:  # an empty shard set still gets a valid (empty) file
         sink = fs.open_output_stream(path)
         writer = pq.ParquetWriter(sink, EMBEDDING_SCHEMA)

@@ -141,6 +141,7 @@ def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
     from ray import tune
 
     from step_dist.train.config import PretrainConfig
+    from step_dist.tune.progress import TrialProgress
 
     pcfg = from_dict(PretrainConfig, recipe)
     names = [t.name for t in pcfg.teachers]
@@ -173,7 +174,8 @@ def build_tuner(cfg: SweepConfig, recipe: dict[str, Any], restore: bool = True):
             search_alg=searcher,
         ),
         run_config=tune.RunConfig(name=cfg.name, storage_path=root, storage_filesystem=fs, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  callbacks=[TrialProgress(cfg.num_samples)]),
     )
 
 
