@@ -79,3 +79,12 @@ def test_when_a_terminal_then_progress_is_a_live_bar():
     with Progress("pretrain", total=6, unit="steps", stream=out) as p:
         p.set(6, "loss 1.9")
     assert "\r" in out.getvalue() and "6/6" in out.getvalue()
+
+
+def test_when_the_demo_ends_then_it_prints_the_reports_first_table_with_its_heading_only():
+    from step_dist.demo import headline_table
+
+    md = ("# step-dist evaluation\n\nseeds: [0]\n\n## probe: macro-F1 (%)\n\n| task | step |\n|---|---|\n| A | 90.0 |\n\n"
+          "accuracy (%)\n\n| task | step |\n|---|---|\n| A | 91.0 |\n")
+    assert headline_table(md) == "## probe: macro-F1 (%)\n\n| task | step |\n|---|---|\n| A | 90.0 |"
+    assert headline_table("no table here") == "no table here"
