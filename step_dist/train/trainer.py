@@ -9,11 +9,11 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from step_dist import storage
-from step_dist.config import ConfigError, dump_yaml, from_dict, to_dict
+from step_dist.config import ConfigError, dump_yaml, from_dict
 from step_dist.train.config import PretrainConfig
 
 
@@ -133,7 +133,7 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     from step_dist.data.pipeline import attach_targets, build_view_dataset, read_quarantine
     from step_dist.distill.module import HeadConfig
     from step_dist.train.faults import explain_failure, failure_config
-    from step_dist.train.loop import train_loop_per_worker
+    from step_dist.train.loop import WorkerSpec, train_loop_per_worker
     from step_dist.train.metrics import plot_loss_curve
 
     t0 = time.time()
@@ -185,10 +185,10 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         resources_per_worker=dict(t.resources_per_worker) or None,
         label_selector=dict(t.label_selector) or None,
     )
+    spec = WorkerSpec(config=cfg, heads=heads, run_dir=outputs_uri, report_every=int(report_every), validation=val_ref)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri,
-                           "report_every": int(report_every), "validation": val_ref},
+        train_loop_config={"spec": spec},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(
