@@ -65,7 +65,7 @@ class WorkerTrainer:
     def __init__(self, spec: WorkerSpec, session, val_rows: list[dict[str, Any]] | None = None,
                  make_engine: Callable = deepspeed_engine):
         from step_dist.distill.module import DistillationModule
-        from step_dist.model import STEPEncoder, StudentConfig
+        from step_dist.model import STEPEncoder
         from step_dist.train.faults import PreemptionWatch
         from step_dist.train.ledger import Ledger
 
@@ -80,10 +80,7 @@ class WorkerTrainer:
         seed_everything(t.seed)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        student_kwargs = dict(cfg.student)
-        size = student_kwargs.pop("size", "tiny")
-        module = DistillationModule(STEPEncoder(StudentConfig.named(size, **student_kwargs)), spec.heads,
-                                    penalty_weight=t.penalty_weight)
+        module = DistillationModule(STEPEncoder(cfg.student_config()), spec.heads, penalty_weight=t.penalty_weight)
         self.engine, self.zero_stage = make_engine(module, cfg, self.ranks.world, bf16)
         self.state, resumed = self.restore()
         self.ledger = Ledger(spec.run_dir, self.ranks.rank, enabled=t.account_records)
