@@ -107,6 +107,8 @@ class WorkerTrainer:
         return state, True
 
     def train(self) -> None:
+        """Epochs of micro-batches until train.max_steps; after each optimizer step, its metrics are logged and
+        the policy's plan for the step (validate, report, checkpoint) is followed, on every rank alike."""
         s, max_steps = self.state, self.cfg.train.max_steps
         if self.val_rows and s.step == 0:
             self.validate()  # the student at init: the reference the curve starts from
