@@ -55,11 +55,10 @@ def in_memory_rows(cfg) -> list:
     from step_dist.signals.record import RECORD_SCHEMA
     from step_dist.teachers.cache import CachedTargetsUDF
     from step_dist.teachers.stage import expand_views
-    from step_dist.train.trainer import _teacher_configs
 
     records = pa.Table.from_pylist(list(iter_rows(cfg.data.train)), schema=RECORD_SCHEMA)
     views = expand_views(records, dataclasses.asdict(cfg.data.view))
-    table = CachedTargetsUDF(cfg.targets.cache, [dataclasses.asdict(t) for t in _teacher_configs(cfg)])(views)
+    table = CachedTargetsUDF(cfg.targets.cache, [dataclasses.asdict(t) for t in cfg.teacher_configs()])(views)
     return table
 
 
@@ -69,8 +68,8 @@ def plain_loop(cfg, table, warmup: int, threads: int = 1) -> dict:
     import torch
 
     from step_dist.data.batches import bucketed_micro_batches, collate
-    from step_dist.distill.module import DistillationModule, HeadConfig
-    from step_dist.model import STEPEncoder, StudentConfig
+    from step_dist.distill.module import DistillationModule
+    from step_dist.model import STEPEncoder
     from step_dist.train.schedule import lr_factor
 
     prev_threads = torch.get_num_threads()
@@ -79,11 +78,8 @@ def plain_loop(cfg, table, warmup: int, threads: int = 1) -> dict:
         torch.manual_seed(cfg.train.seed)
         names = [te.name for te in cfg.teachers]
         dims = {n: int(table[f"t_{n}_dim"][0].as_py()) for n in names}
-        heads = [HeadConfig(name=te.name, dim=dims[te.name], weight=te.weight, loss=te.loss, align=te.align,
-                            hidden=te.hidden, target_norm=te.target_norm) for te in cfg.teachers]
-        kw = dict(cfg.student)
-        module = DistillationModule(STEPEncoder(StudentConfig.named(kw.pop("size", "tiny"), **kw)), heads,
-                                    penalty_weight=cfg.train.penalty_weight)
+        heads = [te.head_config({"dim": dims[te.name]}) for te in cfg.teachers]
+        module = DistillationModule(STEPEncoder(cfg.student_config()), heads, penalty_weight=cfg.train.penalty_weight)
         o, t = cfg.optim, cfg.train
         opt = torch.optim.AdamW(module.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))

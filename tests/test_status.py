@@ -43,7 +43,7 @@ def write_run(run_uri: str, steps: int, max_steps: int = 8, checkpoints: tuple[i
     the last one ``ended_ago_s`` ago)."""
     from step_dist.data.pipeline import QuarantineSink
     from step_dist.train.checkpoint import TrainerState, write_worker_files
-    from step_dist.train.loop import _record_restart
+    from step_dist.train.outputs import record_restart
     from step_dist.train.metrics import Tracker
     from step_dist.train.trainer import write_summary
 
@@ -54,7 +54,7 @@ def write_run(run_uri: str, steps: int, max_steps: int = 8, checkpoints: tuple[i
         storage.write_bytes(outputs + "/metrics.jsonl", b"".join(
             (json.dumps({"step": s, "time": time.time(), **step_metrics(s, max_steps)}) + "\n").encode()
             for s in range(1, restart_from + 2)))
-        _record_restart(outputs, restart_from, resumed=True)
+        record_restart(outputs, restart_from, resumed=True)
     with tempfile.TemporaryDirectory() as local:
         tracker = Tracker(local, kind="none")
         t0 = time.time() - ended_ago_s - steps * step_s

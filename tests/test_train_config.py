@@ -50,6 +50,46 @@ def test_when_the_global_batch_matches_micro_batch_times_accumulation_times_work
     _tiny(**{"train.global_batch_size": 4 * 2 * 2, "train.grad_accum": 2}).check()
 
 
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ({"student.d_modle": 32}, r"student\.d_modle"),  # a typo fails on the driver, not inside a Ray worker
+        ({"student.d_model": "wide"}, r"student\.d_model: expected int"),
+        ({"student.size": "huge"}, r"student\.size: unknown student size 'huge'"),
+        ({"student.d_model": 30, "student.n_heads": 4}, r"d_model=30 must be divisible by n_heads=4"),
+        ({"teachers.0.model.max_contex": 5}, r"teachers\[0\]\.model\.max_contex"),
+    ],
+)
+def test_when_the_student_or_a_teacher_model_is_wrong_then_check_names_the_full_key(sets, message):
+    cfg = _tiny()
+    for key, value in sets.items():  # set after loading: check() is what runs on the driver before Ray starts
+        section, *path = key.split(".")
+        if section == "student":
+            cfg.student[path[0]] = value
+        else:
+            cfg.teachers[int(path[0])].model[path[2]] = value
+    with pytest.raises(ConfigError, match=message):
+        cfg.check()
+
+
+def test_the_student_the_recipe_names_is_its_size_with_the_overrides():
+    s = _tiny(**{"student.d_model": 32, "student.n_layers": 1}).student_config()
+    assert (s.name, s.d_model, s.n_layers, s.n_heads) == ("tiny", 32, 1, 4)
+
+
+def test_when_a_teacher_pool_is_impossible_then_loading_names_the_pool():
+    with pytest.raises(ConfigError, match=r"teachers\[0\]\.pool"):
+        _tiny(**{"teachers": "[{name: a, pool: {size: 0}}]"})
+
+
+def test_a_teacher_entry_gives_its_head_the_teachers_rate_bounds_and_widths():
+    te = _tiny().teachers[1]
+    te.model["min_rate_hz"] = 8000.0
+    h = te.head_config({"dim": 5, "teacher_rate_hz": 16000.0, "teacher_context": 1024, "teacher_crops": True})
+    assert (h.name, h.dim, h.weight, h.loss, h.min_rate_hz, h.max_rate_hz) == ("crepe", 5, 0.5, "cosine+mse", 8000.0, 0.0)
+    assert (h.teacher_rate_hz, h.teacher_context, h.teacher_crops) == (16000.0, 1024, True)
+
+
 def test_when_the_storage_cannot_be_written_then_pretrain_fails_before_starting_workers(tmp_path):
     from step_dist.storage import StorageError
     from step_dist.train import pretrain

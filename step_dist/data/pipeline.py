@@ -162,13 +162,7 @@ def build_view_dataset(data_cfg, quarantine_uri: str | None, part: str | None = 
 
 def attach_targets(ds, cfg):
     """views -> views + teacher targets: online (one fixed-size actor pool per teacher) or from the cache."""
-    from step_dist.config import from_dict
-    from step_dist.teachers import TeacherConfig
-
-    teachers = [
-        (te, from_dict(TeacherConfig, {"name": te.name, **te.model}, where=f"teachers.{te.name}.model."))
-        for te in cfg.teachers
-    ]
+    teachers = list(zip(cfg.teachers, cfg.teacher_configs()))
     if cfg.targets.mode == "cache":
         from step_dist.teachers.cache import cached_stage
 

@@ -76,6 +76,18 @@ class StudentConfig:
         return self.max_tokens if self.max_tokens is not None else self.n_max
 
     @classmethod
+    def from_recipe(cls, spec: dict, where: str = "student.") -> "StudentConfig":
+        """From a recipe's ``student`` section: ``size`` (a named size, default tiny) plus any field overridden,
+        values checked against the field types; errors name the key (``where`` + key)."""
+        from step_dist.config import from_dict
+
+        spec = dict(spec or {})
+        size = spec.pop("size", "tiny")
+        if size not in NAMED:
+            raise ConfigError(f"{where}size: unknown student size {size!r}: use one of {sorted(NAMED)}")
+        return from_dict(cls, {**NAMED[size], "name": size, **spec}, where=where)
+
+    @classmethod
     def named(cls, name: str, **overrides) -> "StudentConfig":
         """A named size ("tiny", "small", "base") with any field overridden by keyword."""
         if name not in NAMED:

@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from step_dist.data.views import ViewConfig
+from step_dist.teachers.pool import PoolConfig  # noqa: F401 - re-exported (teachers.PoolConfig)
 from step_dist.teachers.protocol import TeacherConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PoolConfig:
-    size: int = 1  # actors, fixed: GPU pools that grow and shrink starve each other
-    num_gpus: float = 0.0  # per actor
-    num_cpus: float = 1.0  # per actor
-    batch_size: int = 16  # rows per actor call
-    label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "teacher"}
-    resources: dict[str, float] = field(default_factory=dict)  # e.g. {"teacher_gpu": 1}
-    # fault tolerance: a crashed teacher actor (OOM, a lost node) is restarted up to max_restarts times and
-    # the batches it held are re-run up to max_task_retries times, so no view is lost or emitted twice.
-    # Bounded (not Ray Data's default -1) so that a teacher that dies on every batch fails the run instead
-    # of looping forever.
-    max_restarts: int = 3
-    max_task_retries: int = 3
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.batch_size < 1:
-            raise ValueError("pool size and batch_size must be >= 1")
-        if self.max_restarts < -1 or self.max_task_retries < -1:
-            raise ValueError("pool max_restarts and max_task_retries must be >= -1 (-1: unlimited)")
 
 
 def target_columns(name: str) -> tuple[str, str, str]:

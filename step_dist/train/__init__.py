@@ -1,4 +1,4 @@
-"""Training: the recipe, the per-worker DeepSpeed loop, checkpoints, and the Ray Train driver."""
+"""Training: the recipe, the per-worker trainer (DeepSpeed), checkpoints, and the Ray Train driver."""
 from step_dist.train.config import PretrainConfig
 from step_dist.train.trainer import PretrainResult, load_config, pretrain
 

@@ -9,20 +9,7 @@ from typing import Any
 
 from step_dist.config import ConfigError
 from step_dist.data.views import ViewConfig
-
-
-@dataclass
-class PoolConfig:
-    """A fixed-size actor pool for one teacher (fixed: GPU pools that grow and shrink starve each other)."""
-
-    size: int = 1
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
-    batch_size: int = 16
-    label_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"step-dist/role": "teacher"}
-    resources: dict[str, float] = field(default_factory=dict)  # e.g. {"teacher_gpu": 1}
-    max_restarts: int = 3  # a crashed teacher actor is restarted this many times (-1: unlimited)
-    max_task_retries: int = 3  # and the batches it held are re-run this many times
+from step_dist.teachers.pool import PoolConfig
 
 
 @dataclass
@@ -37,6 +24,26 @@ class TeacherEntry:
     whiten_floor: float = 1e-2  # target_norm whiten: eigenvalue floor, a fraction of the mean eigenvalue
     pooled_weight: float = 0.0  # weight of the record-level term (HeadConfig.pooled_weight)
     pool: PoolConfig = field(default_factory=PoolConfig)
+
+    def teacher_config(self, where: str):
+        """The teacher itself (step_dist.teachers.TeacherConfig) from ``model``; errors name ``where`` + key."""
+        from step_dist.config import from_dict
+        from step_dist.teachers import TeacherConfig
+
+        return from_dict(TeacherConfig, {"name": self.name, **self.model}, where=where)
+
+    def head_config(self, teacher: dict[str, Any]):
+        """How the student is matched to this teacher (step_dist.distill.module.HeadConfig). ``teacher``: what
+        the teacher says of itself (dim, teacher_rate_hz, teacher_context, teacher_crops; trainer._teacher_dims)."""
+        from step_dist.distill.module import HeadConfig
+
+        return HeadConfig(name=self.name, weight=self.weight, loss=self.loss, align=self.align, hidden=self.hidden,
+                          target_norm=self.target_norm, whiten_floor=self.whiten_floor,
+                          pooled_weight=self.pooled_weight,
+                          # the teacher's rate range (TeacherConfig.min/max_rate_hz) gates its head too, so a
+                          # record outside it never weighs in, whatever the source of the targets
+                          min_rate_hz=float(self.model.get("min_rate_hz", 0.0)),
+                          max_rate_hz=float(self.model.get("max_rate_hz", 0.0)), **teacher)
 
 
 @dataclass
@@ -110,6 +117,17 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracker: str = "tensorboard"  # tensorboard | mlflow | none (metrics.jsonl is always written)
 
+    def student_config(self):
+        """The student the recipe asks for: ``student.size`` (tiny, small, base) with any StudentConfig field
+        overridden; a bad key or value fails naming it (student.<key>)."""
+        from step_dist.model import StudentConfig
+
+        return StudentConfig.from_recipe(self.student, where="student.")
+
+    def teacher_configs(self) -> list:
+        """Every teacher's TeacherConfig, errors naming teachers[i].model.<key>."""
+        return [te.teacher_config(f"teachers[{i}].model.") for i, te in enumerate(self.teachers)]
+
     def check(self) -> None:
         """Reject impossible recipes before any worker starts."""
         t = self.train
@@ -161,6 +179,8 @@ class PretrainConfig:
             raise ConfigError("targets.cache: give a URI for the target cache when targets.mode=cache")
         if self.tracker not in ("tensorboard", "mlflow", "none"):
             raise ConfigError(f"tracker: tensorboard, mlflow or none, got {self.tracker!r}")
+        self.student_config()
+        self.teacher_configs()
         for i, te in enumerate(self.teachers):
             if te.pool.size < 1:
                 raise ConfigError(f"teachers[{i}].pool.size: must be >= 1")

@@ -4,7 +4,45 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
+
+
+class StepWindow:
+    """What one optimizer step cost: wall and CPU time since the window opened, time spent waiting for data,
+    and the samples and tokens trained, for the step's throughput metrics."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+        self.wait = 0.0
+        self.samples = 0
+        self.tokens = 0
+
+    def next_batch(self, micro_batches: Iterator[Any]) -> Any:
+        """The next micro-batch (None at the end of the epoch), its wait counted as data wait."""
+        t = time.perf_counter()
+        rows = next(micro_batches, None)
+        self.wait += time.perf_counter() - t
+        return rows
+
+    def add(self, samples: int, tokens: int) -> None:
+        self.samples += samples
+        self.tokens += tokens
+
+    def clock(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) since the window opened."""
+        return time.perf_counter() - self.t0, time.process_time() - self.cpu0
+
+    def rates(self, elapsed: float, cpu: float, samples: float, tokens: float) -> dict[str, float]:
+        """Throughput of the step given the samples and tokens of all ranks."""
+        return dict(
+            samples_per_s=samples / max(elapsed, 1e-9),
+            tokens_per_s=tokens / max(elapsed, 1e-9),
+            data_wait_frac=self.wait / max(elapsed, 1e-9),
+            # CPU seconds of this worker process per wall second: well under 1 on a CPU run means the
+            # process waited for a core (other processes) or for data; on GPU, near 1 means a CPU-bound loop
+            cpu_util=cpu / max(elapsed, 1e-9),
+        )
 
 
 class Tracker:

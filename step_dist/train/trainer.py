@@ -9,11 +9,11 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from step_dist import storage
-from step_dist.config import ConfigError, dump_yaml, from_dict, to_dict
+from step_dist.config import ConfigError, dump_yaml
 from step_dist.train.config import PretrainConfig
 
 
@@ -30,15 +30,6 @@ class PretrainResult:
     restarts: list[dict[str, Any]] | None = None  # what each restart from a checkpoint cost (outputs/restarts.jsonl)
 
 
-def _teacher_configs(cfg: PretrainConfig):
-    from step_dist.teachers import TeacherConfig
-
-    out = []
-    for i, te in enumerate(cfg.teachers):
-        out.append(from_dict(TeacherConfig, {"name": te.name, **te.model}, where=f"teachers[{i}].model."))
-    return out
-
-
 def _teacher_dims(cfg: PretrainConfig) -> dict[str, dict]:
     """Each teacher's token width and what part of a view it sees (native rate, context, crop or not), asked of
     the teacher itself in a Ray task (not in the driver's memory)."""
@@ -53,7 +44,7 @@ def _teacher_dims(cfg: PretrainConfig) -> dict[str, dict]:
         return {"dim": int(t.dim), "teacher_rate_hz": float(t.native_rate_hz or 0.0),
                 "teacher_context": int(t.effective_context or 0), "teacher_crops": tcfg.context_policy == "crop"}
 
-    tcfgs = _teacher_configs(cfg)
+    tcfgs = cfg.teacher_configs()
     return dict(zip([t.name for t in cfg.teachers], ray.get([dim_of.remote(t) for t in tcfgs])))
 
 
@@ -65,7 +56,7 @@ def ensure_target_cache(cfg: PretrainConfig, verbose: bool = True) -> None:
     from step_dist.teachers.registry import fingerprint
     from step_dist.teachers.stage import as_pool
 
-    tcfgs = _teacher_configs(cfg)
+    tcfgs = cfg.teacher_configs()
     have = {t["fingerprint"] for _, m in complete_runs(cfg.targets.cache) for t in m["teachers"]}
     missing = [t for t in tcfgs if fingerprint(t) not in have]
     if not missing:
@@ -131,14 +122,12 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from step_dist.data.pipeline import attach_targets, build_view_dataset, read_quarantine
-    from step_dist.distill.module import HeadConfig
     from step_dist.train.faults import explain_failure, failure_config
-    from step_dist.train.loop import train_loop_per_worker
+    from step_dist.train.loop import WorkerSpec, train_loop_per_worker
     from step_dist.train.metrics import plot_loss_curve
 
     t0 = time.time()
     cfg.check()
-    _teacher_configs(cfg)  # unknown teacher keys fail here, before anything starts
     run_uri = storage.parse_uri(cfg.storage).join(cfg.name).uri
     outputs_uri = storage.parse_uri(run_uri).join("outputs").uri
     storage.makedirs(outputs_uri)
@@ -154,16 +143,7 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         ensure_target_cache(cfg, verbose)
 
     dims = _teacher_dims(cfg)
-    heads = [
-        HeadConfig(name=te.name, weight=te.weight, loss=te.loss, align=te.align,
-                   hidden=te.hidden, target_norm=te.target_norm, whiten_floor=te.whiten_floor,
-                   pooled_weight=te.pooled_weight,
-                   # the teacher's rate range (TeacherConfig.min/max_rate_hz) gates its head too, so a record
-                   # outside it never weighs in, whatever the source of the targets
-                   min_rate_hz=float(te.model.get("min_rate_hz", 0.0)), max_rate_hz=float(te.model.get("max_rate_hz", 0.0)),
-                   **dims[te.name])
-        for te in cfg.teachers
-    ]
+    heads = [te.head_config(dims[te.name]) for te in cfg.teachers]
     quarantine_uri = outputs_uri + "/quarantine"
     ds = attach_targets(build_view_dataset(cfg.data, quarantine_uri), cfg)
     from step_dist.train.validation import collect_rows
@@ -185,10 +165,10 @@ def pretrain(cfg: PretrainConfig, verbose: bool = True, callbacks: list | None =
         resources_per_worker=dict(t.resources_per_worker) or None,
         label_selector=dict(t.label_selector) or None,
     )
+    spec = WorkerSpec(config=cfg, heads=heads, run_dir=outputs_uri, report_every=int(report_every), validation=val_ref)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "heads": [asdict(h) for h in heads], "run_dir": outputs_uri,
-                           "report_every": int(report_every), "validation": val_ref},
+        train_loop_config={"spec": spec},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(

@@ -112,16 +112,13 @@ def params_of(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_space(recipe: dict[str, Any], space: dict[str, Any], teacher_names: list[str], weights: str) -> None:
     """Fail on the driver, naming the key, when a sampled value could not make a valid recipe."""
-    from step_dist.model import StudentConfig
     from step_dist.train.config import PretrainConfig
 
     build_space(space, teacher_names, weights)
     for key, spec in space.items():
         trial = apply_params(recipe, {key: _example(spec)})
         cfg = from_dict(PretrainConfig, trial)
-        student = dict(cfg.student)
-        size = student.pop("size", "tiny")
         try:
-            StudentConfig.named(size, **student)
+            cfg.student_config()
         except ConfigError as e:
             raise ConfigError(f"space.{key}: {e}") from None
