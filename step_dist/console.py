@@ -70,9 +70,9 @@ def _drop_worker_count_notice() -> None:
     one notice and passes every other raylet message on. It stays in the raylet's log."""
     import ray._private.worker as ray_worker
 
-    original = ray_worker.print_to_stdstream
-    if getattr(original, "_step_dist_filter", False):
-        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_step_dist_filter", False):
+        return  # a Ray without this private function: the notice comes through, nothing breaks
 
     def print_to_stdstream(data, ignore_prefix: bool):
         lines = [x for x in data.get("lines", []) if WORKER_COUNT_NOTICE not in str(x)]
