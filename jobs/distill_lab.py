@@ -177,12 +177,15 @@ def run_variant(name: str, spec: dict, views, targets, heads_base, tasks, seed: 
             batch = collate(rows(sorted(val_idx[s : s + bs], key=lambda i: views[i]["values"].shape[1])), names, hb)
             terms = module(batch)
             for n in names:
-                val[n].append(float(terms[f"loss/{n}"]))
+                # weighted by the batch's target tokens: a batch without this teacher's targets (loss 0) must
+                # not pull its mean down, as it did before (CREPE's held-out loss read 0.25 instead of ~1.0)
+                tokens = float(terms[f"tokens/{n}"])
+                val[n].append((float(terms[f"loss/{n}"]) * tokens, tokens))
             out = student(batch.values, batch.lengths, batch.channel_mask, batch.sampling_rate_hz)
             spec_tok.add(out.tokens[out.token_mask])
             spec_pool.add(out.pooled)
     res = {"variant": name, "spec": spec, "train_s": train_s, "curve": curve,
-           "val_loss": {n: float(np.mean(v)) for n, v in val.items()},
+           "val_loss": {n: sum(a for a, _ in v) / max(sum(t for _, t in v), 1.0) for n, v in val.items()},
            "val_erank": {"tokens": spec_tok.erank(), "pooled": spec_pool.erank()}}
     res["tasks"] = {t.name: score_task(student, t, spec.get("pooling", "mean"), seed) for t in tasks}
     if "fracast" in hb and TASK_TARGETS:
