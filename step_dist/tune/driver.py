@@ -199,9 +199,10 @@ def run_sweep(cfg: SweepConfig, sweep_file: str | None = None, verbose: bool = T
 
         # a local Ray must fit the teacher pools (cache build) and every concurrent trial at once
         init_ray(local_ray_cpus(pcfg) * max(1, cfg.max_concurrent_trials))
+    # the plan first, so `step-dist status` knows the folder for a sweep while its target cache is built
+    write_plan(cfg, storage.parse_uri(cfg.storage).join(cfg.name).uri, pcfg.train.max_steps)
     # the teachers run here, once, before any trial (a no-op when the cache already holds their targets)
     ensure_target_cache(pcfg, verbose)
-    write_plan(cfg, storage.parse_uri(cfg.storage).join(cfg.name).uri, pcfg.train.max_steps)
     tuner = build_tuner(cfg, recipe)
     if verbose:
         print(f"[step-dist] sweep {cfg.name}: {cfg.num_samples} trial(s), {cfg.max_concurrent_trials} at a time, "
