@@ -147,6 +147,7 @@ def test_when_a_sweep_runs_and_ends_then_status_counts_its_trials(tmp_path):
     st = status_of(sweep)
     assert st["state"] == "finished" and st["best"] == "t1" and st["best_recipe"].endswith("best_recipe.yaml")
     assert {t["name"]: t["state"] for t in st["trials"]} == {"t1": "finished", "t2": "stopped_early"}
+    assert (st["trials_finished"], st["trials_running"]) == (2, 0)  # a trial ASHA stopped is over, not running
 
 
 def test_status_of_a_shard_set_and_a_missing_folder(tmp_path, capsys):

@@ -27,14 +27,17 @@ def sweep_status(uri: str, names: dict[str, str], now: float | None = None) -> d
     results = read_json(join(uri, "results.json"))
     plan = read_json(join(uri, "sweep_plan.json")) or {}
     planned = plan.get("num_samples")
-    counts = {s: sum(t["state"] == s for t in trials) for s in ("finished", "running", "starting", "stalled")}
     if isinstance(results, dict):
-        state = "finished"
         # ASHA stops trials early: their run has no summary, but the sweep is over
         by_trial = {str(r.get("trial")): r for r in results.get("trials") or []}
         for t in trials:
             if t["state"] != "finished" and by_trial.get(t["name"], {}).get("stopped_early"):
                 t["state"] = "stopped_early"
+    # a trial ASHA stopped is over: it counts as finished, not as running
+    counts = {s: sum(t["state"] == s for t in trials) for s in ("finished", "running", "starting", "stalled")}
+    counts["finished"] += sum(t["state"] == "stopped_early" for t in trials)
+    if isinstance(results, dict):
+        state = "finished"
     elif not trials:
         state = "starting"
     elif counts["running"] or counts["starting"]:
