@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from step_dist import storage
-from step_dist.signals.readers.arrays import npy_header
+from step_dist.signals.readers.arrays import check_npy_complete, npy_layout
 from step_dist.signals.readers.base import ReaderError, ReaderOptions, check_size, local_path
 
 SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".csv", ".npy", ".fif")
@@ -149,20 +149,12 @@ def _m4a(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | 
 
 
 def _npy(path: str, opts: ReaderOptions, uri: str) -> tuple[np.ndarray, float | None, list[str], dict]:
-    with open(path, "rb") as fh:
-        try:
-            shape, _, dtype = npy_header(fh)
-        except ValueError as e:
-            raise ReaderError(f"{uri}: not a valid .npy file ({e}); re-export it with numpy.save") from None
-        offset = fh.tell()
-    if dtype.hasobject or dtype.kind not in "biuf":
-        raise ReaderError(f"{uri}: dtype {dtype} is not a real numeric type; save float or int samples")
+    shape, dtype, offset = npy_layout(path, uri)
     if len(shape) not in (1, 2):
         raise ReaderError(f"{uri}: npy array has shape {shape}; SciTS npy files are [time] or [time, channels]")
     length, n_channels = (shape[0], 1) if len(shape) == 1 else shape
     check_size(opts, n_channels, length, uri, "the .npy array (header)")
-    if os.path.getsize(path) < offset + length * n_channels * dtype.itemsize:
-        raise ReaderError(f"{uri}: truncated: the header declares {shape} {dtype} but the file is shorter")
+    check_npy_complete(path, uri, shape, dtype, offset)
     arr = np.load(path, allow_pickle=False)
     return np.asarray(arr.reshape(length, n_channels)).T, None, [], {}
 

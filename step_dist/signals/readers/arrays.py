@@ -120,22 +120,37 @@ def npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported; save with numpy's default")
 
 
-def read_npy(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
-    where = uri or path
-    side = _sidecar(path)
+def npy_layout(path: str, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(declared shape, dtype, data offset) of a .npy file, read from its header alone; a header numpy cannot
+    parse or a dtype that is not plain numbers (object arrays would need pickle) is a ReaderError."""
     with open(path, "rb") as fh:
         try:
             shape, _, dtype = npy_header(fh)
         except ValueError as e:
             raise ReaderError(f"{where}: not a valid .npy file ({e}); re-export it with numpy.save") from e
         offset = fh.tell()
-    problem = dtype_problem(dtype) or stack_problem(opts, shape, "the array")
+    problem = dtype_problem(dtype)
     if problem:
         raise ReaderError(f"{where}: {problem}")
+    return tuple(shape), dtype, offset
+
+
+def check_npy_complete(path: str, where: str, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+    """The file holds every byte its header declares (checked before np.load allocates them)."""
     need, have = offset + math.prod(shape) * dtype.itemsize, os.path.getsize(path)
     if have < need:
         raise ReaderError(f"{where}: truncated: the header declares {tuple(shape)} {dtype} ({need} bytes with the "
                           f"header) but the file holds {have} bytes; re-export or re-download it")
+
+
+def read_npy(path: str, opts: ReaderOptions, uri: str = "") -> Iterator[Piece]:
+    where = uri or path
+    side = _sidecar(path)
+    shape, dtype, offset = npy_layout(path, where)
+    problem = stack_problem(opts, shape, "the array")
+    if problem:
+        raise ReaderError(f"{where}: {problem}")
+    check_npy_complete(path, where, shape, dtype, offset)
     found = _rate_from(side)
     rate = need_rate(opts, found, where, "an NPY file carries none; a <file>.json sidecar can")
     _check_labels(side.get("labels"), _n_records(shape), where)
